@@ -47,6 +47,7 @@ class Task:
     epochs: ClassVar[int] = 10
     eval_every: ClassVar[int] = 0  # steps between evaluations; 0 = once per epoch
     default_method: ClassVar[str] = "adc"
+    num_workers: ClassVar[int] = 0  # DataLoader workers for the train/eval loaders
     params: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, data: str | None = None, **params: Any) -> None:
