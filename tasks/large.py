@@ -1,0 +1,55 @@
+"""ImageNet-scale tasks: ILSVRC-2012 and Food-101. Images are decoded when fetched (not cached as
+arrays) from image folders or the hub; tar.gz archives are decoded once to a disk cache.
+
+ImageNet (`--data PATH` or `ADCBENCH_IMAGENET`): a folder with `train/` and `val/`, each holding one
+sub-folder per wnid (n01440764, ...). The official validation tarball is flat: sort it into wnid
+folders first (e.g. with the devkit's ground truth). Hub: `ILSVRC/imagenet-1k` is gated — accept its
+terms on huggingface.co and set `HF_TOKEN` (or run `huggingface-cli login`).
+
+Food-101 (`--data PATH` or `ADCBENCH_FOOD101`): `train/` and `test/` class folders (the official
+archive's `meta/train.txt`/`test.txt` say which image goes where). Hub: `ethz/food101`.
+
+Presets: `paper224` (default; DeiT-S for ImageNet, DeiT-T for Food-101, pretrained, 224 px) and
+`cpu112` (a small ViT at 112 px)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from adcbench.imagetask import ImageTask, Preset, deit, small_vit
+from adcbench.task import register_task
+
+CPU112 = Preset(image_size=112, store_size=112, arch="vit", arch_kwargs=small_vit(112, 16),
+                batch_size=128, lr=1e-3, epochs=10, augment="flip", init="scratch", num_workers=4)
+
+
+@register_task("imagenet")
+class ImageNet(ImageTask):
+    description = "ILSVRC-2012 ImageNet-1k (1000 classes), DeiT-S at 224 px"
+    num_classes = 1000
+    source = "hub ILSVRC/imagenet-1k (gated: needs HF_TOKEN), or local train/ + val/ wnid folders"
+    data_env = "ADCBENCH_IMAGENET"
+    data_help = "a folder with train/ and val/ holding one sub-folder per wnid, or .tar.gz archives of them"
+    hub_id = "ILSVRC/imagenet-1k"
+    hub_splits = {"train": "train", "test": "validation"}
+    hub_image_col, hub_label_col = "image", "label"
+    hub_gated = True
+    lazy = True
+    presets = {"paper224": deit("deit_small_patch16_224"), "cpu112": CPU112}
+    default_preset = "paper224"
+    split_index = 3
+
+
+@register_task("food101")
+class Food101(ImageTask):
+    description = "Food-101 (101 classes), the paper's second task: DeiT-T at 224 px"
+    num_classes = 101
+    source = "hub ethz/food101, or local train/ + test/ class folders"
+    data_env = "ADCBENCH_FOOD101"
+    hub_id = "ethz/food101"
+    hub_splits = {"train": "train", "test": "validation"}
+    hub_image_col, hub_label_col = "image", "label"
+    lazy = True
+    presets = {"paper224": deit("deit_tiny_patch16_224"), "cpu112": dataclasses.replace(CPU112)}
+    default_preset = "paper224"
+    split_index = 3
