@@ -24,6 +24,22 @@ def hub_offline() -> bool:
     return _truthy("HF_HUB_OFFLINE") or _truthy("HF_DATASETS_OFFLINE")
 
 
+def sync_offline() -> None:
+    """Make the HF libraries honour HF_HUB_OFFLINE even if it was set after they were imported
+    (they read it once, at import), so an offline lookup fails at once instead of retrying."""
+    if not hub_offline():
+        return
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        import datasets.config
+
+        datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
+    except ImportError:  # datasets is optional for model-only use
+        pass
+
+
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     """Whether a TCP connection to the hub endpoint opens within `timeout` seconds."""
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
@@ -43,15 +59,17 @@ def one_line(exc: BaseException, limit: int = 160) -> str:
 
 def load_hub_split(hub_id: str, config: str | None, split: str, unreachable: str,
                    gated: bool = False) -> Any:
-    """`datasets.load_dataset(hub_id, config, split=split)`, or DatasetNotFoundError(unreachable)."""
+    """`datasets.load_dataset(hub_id, config, split=split)`, or DatasetNotFoundError(unreachable).
+    `gated`: `unreachable` already explains the token; otherwise a 401/403 adds that hint."""
     if not hub_offline() and not hub_reachable():
         raise DatasetNotFoundError(unreachable)
+    sync_offline()
     import datasets
 
     try:
         return datasets.load_dataset(hub_id, config, split=split)
     except Exception as exc:  # connection, auth, missing-cache errors all mean "not available here"
         why = one_line(exc)
-        if gated or any(s in why.lower() for s in ("gated", "401", "403", "unauthorized")):
+        if not gated and any(s in why.lower() for s in ("gated", "401", "403", "unauthorized")):
             why += f"; {hub_id} is gated: accept its terms on huggingface.co and set HF_TOKEN"
         raise DatasetNotFoundError(f"{unreachable} [{why}]") from None

@@ -72,9 +72,16 @@ class Task:
 
     # -- model ----------------------------------------------------------------------------
     def build_model(self, init: str = "scratch", arch: str | None = None) -> nn.Module:
-        from .models import create_vit
+        """The backbone with `init` = scratch | pretrained | warmstart | a checkpoint PATH (see
+        `adcbench.backbones`). What was loaded is kept in `self.last_init_info` for the record."""
+        from .backbones import build_backbone
 
-        return create_vit(arch or self.arch, self.num_classes, init, **self.model_kwargs(arch))
+        model, self.last_init_info = build_backbone(self, init, arch)
+        return model
+
+    def init_info(self) -> dict[str, Any]:
+        """How the last `build_model` initialised the backbone (path, sha256, warm-start recipe)."""
+        return dict(getattr(self, "last_init_info", {}) or {})
 
     def model_kwargs(self, arch: str | None = None) -> dict[str, Any]:
         if arch is None or arch == self.arch:
