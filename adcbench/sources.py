@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from zlib import error as zlib_error
 import multiprocessing
 import os
 import re
@@ -251,6 +252,29 @@ def _wanted(member_split: str | None, split: str, shared: bool) -> bool:
     return member_split in (split, None)
 
 
+def _archive_error(path: Path, exc: BaseException) -> DataFormatError:
+    return DataFormatError(f"{path}: unreadable archive ({type(exc).__name__}: {exc})")
+
+
+def _tar_members(path: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
+    """Stream the regular-file members of a tar, tar.gz or tgz without extracting to disk.
+
+    gzip is opened here rather than by tarfile so that the stream is read to its end marker:
+    tarfile alone stops quietly at a truncated archive, which would train on part of the data."""
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            with tarfile.open(fileobj=f, mode="r|") as tf:
+                for member in tf:
+                    if member.isfile():
+                        yield member, tf
+            while f.read(1 << 20):  # gzip raises EOFError here if the stream was cut short
+                pass
+    except (EOFError, OSError, tarfile.TarError, zlib_error) as exc:
+        raise _archive_error(path, exc) from None
+
+
 class ArchiveSource(Source):
     """Tar(.gz) archives of class folders, read by streaming members (no extraction step)."""
 
@@ -277,35 +301,22 @@ class ArchiveSource(Source):
                     return ArchiveSource({own: path, other: sib})
         return ArchiveSource({"train": path, "test": path})  # one archive holding both splits
 
-    def members(self, split: str) -> Iterator[tuple[str, Any, str]]:
+    def members(self, split: str, read: bool = True) -> Iterator[tuple[str, Any, str]]:
+        """(class, bytes, display name) of the split's images, in archive order."""
         path = self.archives[split]
         shared = self.archives["train"] == self.archives["test"]
-        try:
-            with tarfile.open(path, mode="r|*") as tf:
-                for member in tf:
-                    if not member.isfile():
-                        continue
-                    sc = _member_split_class(member.name)
-                    if sc is None or not _wanted(sc[0], split, shared):
-                        continue
-                    fobj = tf.extractfile(member)
-                    yield sc[1], fobj.read() if fobj else b"", f"{path.name}:{member.name}"
-        except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
-            raise DataFormatError(f"{path}: unreadable archive ({type(exc).__name__}: {exc})") from None
+        for member, tf in _tar_members(path):
+            sc = _member_split_class(member.name)
+            if sc is None or not _wanted(sc[0], split, shared):
+                continue
+            fobj = tf.extractfile(member) if read else None
+            yield sc[1], fobj.read() if fobj else b"", f"{path.name}:{member.name}"
 
     def classes(self, split: str) -> list[str]:
-        path = self.archives[split]
-        shared = self.archives["train"] == self.archives["test"]
-        found = set()
         try:
-            with tarfile.open(path, mode="r|*") as tf:
-                for member in tf:
-                    sc = _member_split_class(member.name) if member.isfile() else None
-                    if sc is not None and _wanted(sc[0], split, shared):
-                        found.add(sc[1])
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise DataFormatError(f"{path}: unreadable archive ({type(exc).__name__}: {exc})") from None
-        return sorted(found)
+            return sorted({cls for cls, _, _ in self.members(split, read=False)})
+        except (EOFError, OSError, tarfile.TarError) as exc:
+            raise _archive_error(self.archives[split], exc) from None
 
     def load(self, split: str, *, tag: str, size: int, channels: int, lazy: bool = False,
              class_names: list[str] | None = None) -> DecodedSplit:

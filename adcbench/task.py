@@ -79,8 +79,9 @@ class Task:
         model, self.last_init_info = build_backbone(self, init, arch)
         return model
 
-    def init_info(self) -> dict[str, Any]:
-        """How the last `build_model` initialised the backbone (path, sha256, warm-start recipe)."""
+    def init_info(self, init: str | None = None) -> dict[str, Any]:
+        """How the last `build_model` initialised the backbone (path, sha256, warm-start recipe).
+        `init` is accepted for callers that pass it; the record is that of the last build."""
         return dict(getattr(self, "last_init_info", {}) or {})
 
     def model_kwargs(self, arch: str | None = None) -> dict[str, Any]:
