@@ -1,0 +1,35 @@
+"""The real archives under ../shared/data (skipped where absent): counts, classes, shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _taskdata import SHARED_DATA, isolated  # noqa: F401
+from adcbench.task import get_task
+
+pytestmark = pytest.mark.shared_data
+CIFAR = SHARED_DATA / "cifar10-jpg"
+NETTE = SHARED_DATA / "imagenette2-224"
+
+
+@pytest.mark.skipif(not (CIFAR / "cifar10-jpg-test.tar.gz").is_file(), reason="no ../shared/data/cifar10-jpg")
+def test_cifar10_test_archive():
+    task = get_task("cifar10")(data=str(CIFAR / "cifar10-jpg-test.tar.gz"))
+    test = task.load_split("test")
+    assert len(test) == 10_000 and np.bincount(test.labels).tolist() == [1000] * 10
+    assert test.classes == list(task.class_names)
+    x, y = test[0]
+    assert x.shape == (3, 32, 32) and 0 <= y < 10
+    assert task.data_info()["splits"]["test"]["bad"]["skipped"] == 0
+
+
+@pytest.mark.skipif(not (NETTE / "imagenette2-224-val.tar.gz").is_file(), reason="no ../shared/data/imagenette2-224")
+def test_imagenette_val_archive():
+    task = get_task("imagenette")(data=str(NETTE))
+    test = task.load_split("test")
+    assert len(test) == 3925
+    assert np.bincount(test.labels).tolist() == [387, 395, 357, 386, 409, 394, 389, 419, 399, 390]
+    assert test.classes[0] == "n01440764" and test.classes[-1] == "n03888257"
+    x, _ = test[0]
+    assert x.shape == (3, 112, 112)
