@@ -1,0 +1,143 @@
+"""The method contract: a compression *stage* between the client's and the server's halves.
+
+A method is a chain of stages (`adc+quant:bits=8`). Each stage maps a float tensor `x` to
+message fields plus, usually, a smaller float tensor `rest` that the next stage encodes; the
+chain always ends in a *terminal* stage that encodes its input completely (float32 by default,
+or a quantizer). On the server each stage rebuilds its output from its fields and the next
+stage's output, so the server runs on decoded tensors only.
+
+Gradients: the server's gradient with respect to the terminal stage's decoded output is encoded by
+that terminal stage (`encode_backward`), decoded on the client (`decode_backward`) and pushed into
+the client's graph at the tensor the terminal stage encoded. Every other stage's backward is plain
+autograd through its (client and server) transforms: ADC's merge-and-gather spreads g_j/|c_j| to
+the members of cluster j, top-k scatters onto its support, an autoencoder trains, and so on.
+
+Methods never see the transport: they produce and consume `Field`s; the pipeline serializes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+
+from .params import Param, format_spec, resolve_params
+from .registry import Registry
+from .wire import Category, Field
+
+METHODS: Registry[type["Method"]] = Registry("method", "adcbench.methods", "adcbench.methods")
+register_method = METHODS.register
+
+Fields = dict[str, Field]
+Decoded = Mapping[str, Any]  # a stage's decoded fields: name -> tensor or bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """The shape of what crosses the cut: B×n×d activations for a C-class task."""
+
+    tokens: int  # n, including prefix (CLS) tokens
+    dim: int  # d
+    num_classes: int  # C
+    batch_size: int  # B used for training
+    prefix_tokens: int = 1
+
+
+@dataclasses.dataclass
+class Context:
+    """What one side knows during one step. The client fills `labels` and `attention`; a stage
+    that sends labels itself sets `labels_sent` (client) and `targets` (server)."""
+
+    training: bool
+    cut: Cut
+    step: int = 0
+    generator: torch.Generator | None = None
+    labels: torch.Tensor | None = None  # client: (B,) int64
+    attention: torch.Tensor | None = None  # client: (B, n) head-averaged CLS attention
+    labels_sent: bool = False
+    targets: torch.Tensor | None = None  # server: (B',) int64 or (B', C) soft targets
+    stats: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class Method:
+    """Base class of a compression stage. Register subclasses with `@register_method(name)`."""
+
+    registry_name: ClassVar[str]
+    description: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    needs_attention: ClassVar[bool] = False  # wants ctx.attention (first stage only)
+    terminal: ClassVar[bool] = False  # encodes its input completely; must be the last stage
+    # What `eval_policy=compressed` does for this stage, in words (documented in `methods`).
+    eval_compressed: ClassVar[str] = "same as training"
+
+    def __init__(self, **params: Any) -> None:
+        self.config: dict[str, Any] = resolve_params(self.params, params, f"method {self.registry_name}")
+        self.client_module: nn.Module | None = None  # trained with the client's optimizer
+        self.server_module: nn.Module | None = None  # trained with the server's optimizer
+        self.cut: Cut | None = None
+
+    def setup(self, cut: Cut, in_shape: tuple[int, ...]) -> None:
+        """Build modules for training inputs of per-sample shape `in_shape` (no batch dim, as seen
+        by this stage). Raise ParamError for parameters that do not fit the shape."""
+        self.cut = cut
+
+    @property
+    def spec(self) -> str:
+        defaults = {p.name: p.default for p in self.params}
+        return format_spec(self.registry_name, self.config, defaults)
+
+    # -- client -> server ---------------------------------------------------------------------
+    def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor | None]:
+        """Client: fields to send and `rest` (a float tensor in x's autograd graph, or None)."""
+        raise NotImplementedError  # abstract
+
+    def decode_forward(self, fields: Decoded, rest: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+        """Server: this stage's output from its fields and the next stage's output `rest`."""
+        raise NotImplementedError  # abstract
+
+    # -- server -> client (terminal stages only) ------------------------------------------------
+    def encode_backward(self, grad: torch.Tensor, ctx: Context) -> Fields:
+        raise NotImplementedError  # abstract: terminal stages only
+
+    def decode_backward(self, fields: Decoded, ctx: Context) -> torch.Tensor:
+        raise NotImplementedError  # abstract: terminal stages only
+
+    # -- analytic size -------------------------------------------------------------------------
+    def analytic_forward(self, batch: int, in_shape: tuple[int, ...], training: bool) -> tuple[int, int]:
+        """(bytes of this stage's own fields, batch size of `rest`) for a forward message with
+        `batch` inputs of per-sample shape `in_shape` -- from the method's formula, not from an
+        encoding. The wire holds these bytes plus framing."""
+        raise NotImplementedError  # abstract
+
+    def analytic_backward(self, batch: int, in_shape: tuple[int, ...]) -> int:
+        raise NotImplementedError  # abstract: terminal stages only
+
+    def sends_labels(self, training: bool) -> bool:
+        """True if this stage puts the labels in the message itself (else the pipeline sends `y`)."""
+        return False
+
+    def rest_shape(self, in_shape: tuple[int, ...], training: bool) -> tuple[int, ...]:
+        """Per-sample shape of `rest` for inputs of `in_shape` (default: unchanged)."""
+        return in_shape
+
+
+# --------------------------------------------------------------------------------------------
+# Labels (sent by the pipeline unless a stage sends them itself)
+# --------------------------------------------------------------------------------------------
+def label_dtype(num_classes: int) -> torch.dtype:
+    """Smallest integer type that holds every class index."""
+    if num_classes <= 256:
+        return torch.uint8
+    if num_classes <= 65536:
+        return torch.uint16
+    return torch.int32
+
+
+def label_field(labels: torch.Tensor, num_classes: int) -> Field:
+    return Field.tensor(labels.to(label_dtype(num_classes)), Category.LABELS)
+
+
+def label_nbytes(batch: int, num_classes: int) -> int:
+    return batch * torch.empty((), dtype=label_dtype(num_classes)).element_size()

@@ -1,0 +1,197 @@
+"""Composition of stages (`A+B+...`) into one compression pipeline, defined once for all methods.
+
+`B` applies to what `A` sends: A's float `rest` is B's input. A chain that does not end in a
+terminal stage gets the float32 terminal (`float`) appended. Fields are namespaced by stage
+position (`0.z`, `1.codes`), labels travel as `y` unless a stage sends them itself.
+Byte-level lossless stages (`zstd`, `zlib`) wrap the encoded message when registered as
+`LosslessStage`s.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .errors import ParamError
+from .method import METHODS, Context, Cut, Method, label_field, label_nbytes
+from .params import parse_spec
+from .wire import Message
+
+DEFAULT_TERMINAL = "float"
+
+
+class LosslessStage:
+    """A byte-level stage applied to the whole encoded message (both directions).
+    Subclasses implement `compress`/`decompress`; register with `@register_method`."""
+
+    registry_name: str
+    description = ""
+    params: tuple = ()
+    lossless = True
+
+    def __init__(self, **params: Any) -> None:
+        from .params import resolve_params
+
+        self.config = resolve_params(self.params, params, f"method {self.registry_name}")
+
+    def compress(self, data: bytes) -> bytes:
+        raise NotImplementedError  # abstract
+
+    def decompress(self, data: bytes) -> bytes:
+        raise NotImplementedError  # abstract
+
+    @property
+    def spec(self) -> str:
+        from .params import format_spec
+
+        return format_spec(self.registry_name, self.config, {p.name: p.default for p in self.params})
+
+
+def build_stage(name: str, params: Mapping[str, Any]) -> Method | LosslessStage:
+    cls = METHODS.get(name)
+    return cls(**params)
+
+
+class Pipeline:
+    """A parsed, validated method spec: lossy stages, a terminal stage, lossless wrappers."""
+
+    def __init__(self, stages: Iterable[Method | LosslessStage]) -> None:
+        stages = list(stages)
+        if not stages:
+            raise ParamError("a method needs at least one stage")
+        lossy = [s for s in stages if not getattr(s, "lossless", False)]
+        lossless = [s for s in stages if getattr(s, "lossless", False)]
+        if lossless and stages[-len(lossless):] != lossless:
+            raise ParamError("lossless stages (zstd, zlib) must come last in a method spec")
+        if not lossy:
+            raise ParamError("a method needs a lossy or identity stage before lossless ones (e.g. none+zstd)")
+        for i, s in enumerate(lossy[:-1]):
+            if s.terminal:  # type: ignore[union-attr]
+                nxt = lossy[i + 1].registry_name  # type: ignore[union-attr]
+                raise ParamError(
+                    f"{s.registry_name} encodes its input completely and must be the last lossy stage "
+                    f"(it is followed by {nxt})"
+                )
+        for s in lossy[1:]:
+            if s.needs_attention:  # type: ignore[union-attr]
+                raise ParamError(f"{s.registry_name} needs the client's attention scores and must come first")
+        self.user_spec = "+".join(s.spec for s in stages)
+        if not lossy[-1].terminal:  # type: ignore[union-attr]
+            lossy.append(METHODS.get(DEFAULT_TERMINAL)())
+        self.stages: list[Method] = lossy  # type: ignore[assignment]
+        self.lossless: list[LosslessStage] = lossless  # type: ignore[assignment]
+        self.cut: Cut | None = None
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "Pipeline":
+        return cls(build_stage(name, params) for name, params in parse_spec(spec))
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec, defaults omitted (the implicit float terminal is not shown)."""
+        return self.user_spec
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.stages[0].needs_attention
+
+    def resolved(self) -> list[dict[str, Any]]:
+        return [{"name": s.registry_name, "params": dict(s.config)} for s in (*self.stages, *self.lossless)]
+
+    def setup(self, cut: Cut) -> None:
+        self.cut = cut
+        shape: tuple[int, ...] = (cut.tokens, cut.dim)
+        for s in self.stages:
+            s.setup(cut, shape)
+            if not s.terminal:
+                shape = s.rest_shape(shape, training=True)
+
+    def modules(self, side: str) -> list[nn.Module]:
+        attr = "client_module" if side == "client" else "server_module"
+        return [m for s in self.stages if (m := getattr(s, attr)) is not None]
+
+    def train(self, mode: bool) -> None:
+        for side in ("client", "server"):
+            for m in self.modules(side):
+                m.train(mode)
+
+    # -- bytes <-> Message (lossless wrappers applied here, once for every method) -------------
+    def pack(self, msg: Message) -> bytes:
+        data = msg.encode()
+        for lz in self.lossless:
+            data = lz.compress(data)
+        return data
+
+    def unpack(self, data: bytes) -> Message:
+        for lz in reversed(self.lossless):
+            data = lz.decompress(data)
+        return Message.decode(data)
+
+    # -- client ---------------------------------------------------------------------------------
+    def encode_forward(self, h: torch.Tensor, ctx: Context) -> tuple[Message, torch.Tensor]:
+        """Returns the forward message and the client tensor whose gradient comes back."""
+        msg = Message()
+        x = h
+        for i, stage in enumerate(self.stages):
+            fields, rest = stage.encode_forward(x, ctx)
+            for name, f in fields.items():
+                msg[f"{i}.{name}"] = f
+            if stage.terminal:
+                break
+            assert rest is not None, f"{stage.registry_name} returned no rest"
+            x = rest
+        if not ctx.labels_sent and ctx.labels is not None:
+            msg["y"] = label_field(ctx.labels, ctx.cut.num_classes)
+        return msg, x
+
+    def decode_backward(self, msg: Message, ctx: Context) -> torch.Tensor:
+        last = len(self.stages) - 1
+        return self.stages[last].decode_backward(_local(msg, last), ctx)
+
+    # -- server ---------------------------------------------------------------------------------
+    def decode_forward(self, msg: Message, ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Returns (server input, the leaf whose gradient is sent back, targets)."""
+        last = len(self.stages) - 1
+        leaf = self.stages[last].decode_forward(_local(msg, last), None, ctx)
+        leaf = leaf.detach().float().requires_grad_(ctx.training)
+        x = leaf
+        for i in range(last - 1, -1, -1):
+            x = self.stages[i].decode_forward(_local(msg, i), x, ctx)
+        targets = ctx.targets
+        if targets is None and "y" in msg:
+            targets = msg["y"].long()  # type: ignore[union-attr]
+        return x, leaf, targets
+
+    def encode_backward(self, grad: torch.Tensor, ctx: Context) -> Message:
+        last = len(self.stages) - 1
+        msg = Message()
+        for name, f in self.stages[last].encode_backward(grad, ctx).items():
+            msg[f"{last}.{name}"] = f
+        return msg
+
+    # -- analytic size (information bytes, no framing) -------------------------------------------
+    def analytic_bytes(self, batch: int, training: bool = True, labels: bool = True) -> tuple[int, int]:
+        """(forward, backward) bytes of one step with `batch` samples, from the stages' formulas."""
+        assert self.cut is not None, "setup() first"
+        shape: tuple[int, ...] = (self.cut.tokens, self.cut.dim)
+        fwd = 0
+        n = batch
+        labels_by_stage = False
+        for s in self.stages:
+            nbytes, next_n = s.analytic_forward(n, shape, training)
+            fwd += nbytes
+            labels_by_stage |= s.sends_labels(training)
+            if s.terminal:
+                bwd = s.analytic_backward(n, shape) if training else 0
+                break
+            shape, n = s.rest_shape(shape, training), next_n
+        if labels and not labels_by_stage:
+            fwd += label_nbytes(batch, self.cut.num_classes)
+        return fwd, bwd
+
+
+def _local(msg: Message, index: int) -> dict[str, Any]:
+    prefix = f"{index}."
+    return {k[len(prefix):]: f.value for k, f in msg.fields.items() if k.startswith(prefix)}

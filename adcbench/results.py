@@ -1,0 +1,111 @@
+"""Run records: one JSON object per line, appended atomically, with a provenance block."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = 1
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable hash of what defines a run (not the seed: seeds of one config share a hash)."""
+    canon = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def provenance(device: str) -> dict[str, Any]:
+    import numpy
+    import timm
+    import torch
+
+    import adcbench
+
+    root = Path(__file__).resolve().parents[1]
+    commit, dirty = _git(root, "rev-parse", "HEAD"), _git(root, "status", "--porcelain", "--untracked-files=no")
+    return {
+        "adcbench": adcbench.__version__,
+        "git_commit": commit,
+        "git_dirty": bool(dirty) if commit else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "device": device if device != "cuda" else f"cuda:{torch.cuda.get_device_name()}",
+        "torch_threads": torch.get_num_threads(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _git(root: Path, *args: str) -> str | None:
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def append_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Append one line. The file is rewritten to a temporary file and renamed over the original,
+    so a crash leaves either the old file or the new one -- never a half line -- and concurrent
+    writers (a sweep) serialize on a lock file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=False, allow_nan=False) + "\n"
+    with _locked(path):
+        old = path.read_bytes() if path.exists() else b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(old + line.encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    return path
+
+
+def read_records(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records under `root` (a .jsonl file or a folder searched recursively)."""
+    root = Path(root)
+    files = [root] if root.is_file() else sorted(root.rglob("*.jsonl"))
+    out = []
+    for f in files:
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{f}:{i}: not a JSON record ({exc})") from None
+                rec.setdefault("_file", str(f))
+                out.append(rec)
+    return out

@@ -1,0 +1,73 @@
+"""Transports move message bytes between client and server and meter them per direction.
+
+Methods never see a transport. The training loop only calls `send(direction, data)` and
+`recv(direction)`, so a transport that puts the two roles in two processes (or hosts) slots in
+without touching methods or the loop's logic. `Loopback` keeps both roles in one process.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Callable
+
+from .wire import BREAKDOWN_KEYS, breakdown
+
+DIRECTIONS = ("fwd", "bwd", "eval_fwd", "eval_bwd")
+
+
+class Meter:
+    """Counts len(bytes) of every message per direction, with a breakdown by category."""
+
+    def __init__(self, describe: Callable[[bytes], dict[str, int]] = breakdown) -> None:
+        self.describe = describe
+        self.bytes = dict.fromkeys(DIRECTIONS, 0)
+        self.messages = dict.fromkeys(DIRECTIONS, 0)
+        self.parts = {d: dict.fromkeys(BREAKDOWN_KEYS, 0) for d in DIRECTIONS}
+        self.last = dict.fromkeys(DIRECTIONS, 0)
+
+    def count(self, direction: str, data: bytes) -> None:
+        n = len(data)
+        self.bytes[direction] += n
+        self.messages[direction] += 1
+        self.last[direction] = n
+        for key, value in self.describe(data).items():
+            self.parts[direction][key] = self.parts[direction].get(key, 0) + value
+
+    @property
+    def train_total(self) -> int:
+        return self.bytes["fwd"] + self.bytes["bwd"]
+
+
+class Transport:
+    """Base class: `send` meters and delivers; `recv` returns the next message of a direction."""
+
+    def __init__(self, meter: Meter | None = None) -> None:
+        self.meter = meter or Meter()
+
+    def send(self, direction: str, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            raise TypeError("only bytes cross the wire")
+        self.meter.count(direction, data)
+        self._deliver(direction, data)
+
+    def _deliver(self, direction: str, data: bytes) -> None:
+        raise NotImplementedError  # abstract
+
+    def recv(self, direction: str) -> bytes:
+        raise NotImplementedError  # abstract
+
+
+class Loopback(Transport):
+    """In-process: a FIFO per direction. The receiver gets a fresh copy of the bytes."""
+
+    def __init__(self, meter: Meter | None = None) -> None:
+        super().__init__(meter)
+        self._queues: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
+
+    def _deliver(self, direction: str, data: bytes) -> None:
+        self._queues[direction].append(bytes(bytearray(data)))
+
+    def recv(self, direction: str) -> bytes:
+        if not self._queues[direction]:
+            raise RuntimeError(f"no {direction} message in flight")
+        return self._queues[direction].popleft()

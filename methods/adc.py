@@ -1,0 +1,200 @@
+"""`adc`: Attention-based Double Compression (Alvetreti et al., EUSIPCO 2026; arXiv 2509.15058).
+
+Training step (docs/adc.md has the full account and every deviation from the paper's code):
+1. s_i: CLS-query attention row of the last client block, averaged over heads (n values).
+2. Batch compression: K-means (Euclidean, <= `kmeans_iters` iterations, tol `kmeans_tol`, seeded
+   random init from T distinct samples) clusters the B attention vectors into
+   T = max(2, floor(r_b * B)) groups; each group's activations are averaged (unweighted mean of
+   the full n×d activations of its members).
+3. Token compression: k = max(1, floor(r_t * n)) tokens per merged sample, CLS always kept plus
+   the top-(k-1) patch tokens of the cluster's mean attention profile; all members of a cluster
+   share one token set. z is T×k×d.
+4. Labels: soft labels (mean of members' one-hot, T×C float32, as the paper) or hard labels +
+   cluster ids (B small ints + B ceil(log2 T)-bit ids; the server rebuilds the same soft labels).
+   Unlike the paper, labels are counted.
+5. Backward: the server returns dL/dz (T×k×d); autograd through gather+mean hands each member
+   g_j/|c_j| on its cluster's token rows and 0 elsewhere (exact gradient of the compressed graph).
+
+Rates: `xi` splits into r_b = T/B and r_t = k/n by `rule` B (sqrt(xi) each; the paper's text, the
+default), A (xi^(1/5), xi^(4/5); the arXiv-era code) or C (sqrt(xi), xi^(1/4); the released code,
+which sends xi^(3/4) while charging xi). `batch_rate`/`token_rate` override either factor.
+Evaluation with policy `compressed`: no merging (undefined per sample); each sample keeps CLS +
+its own top-(k-1) tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from adcbench.errors import WireFormatError
+from adcbench.method import Context, Decoded, Fields, Method, label_field, label_nbytes, register_method
+from adcbench.params import Param
+from adcbench.wire import Category, Field, bits_for, packed_nbytes
+
+RULES = {
+    "A": (1 / 5, 4 / 5),  # C1 commits Jun-Sep 2025: "token = batch^4"
+    "B": (1 / 2, 1 / 2),  # paper text: T/B = k/n = sqrt(xi)
+    "C": (1 / 2, 1 / 4),  # C2 release: product xi^(3/4) (a bug; kept selectable for fidelity)
+}
+_EPS = 1e-9  # floor(0.1 * 130) must be 13, not 12.999...
+
+
+@register_method("adc")
+class ADC(Method):
+    description = "attention-based double compression: K-means batch merging + attention top-k tokens"
+    params = (
+        Param("xi", float, 0.1, "target compression ratio T*k/(B*n)", low=0.0, high=1.0, low_open=True),
+        Param("rule", str, "B", "how xi splits into T/B and k/n", choices=tuple(RULES)),
+        Param("batch_rate", float, None, "override T/B", low=0.0, high=1.0, low_open=True, optional=True),
+        Param("token_rate", float, None, "override k/n", low=0.0, high=1.0, low_open=True, optional=True),
+        Param("labels", str, "soft", "label encoding: soft (T×C float32, paper) or hard (labels + cluster ids)",
+              choices=("soft", "hard")),
+        Param("kmeans_iters", int, 50, "maximum K-means iterations (paper 50)", low=1, high=10000),
+        Param("kmeans_tol", float, 1e-4, "K-means stop: squared total centroid shift below this", low=0.0),
+    )
+    needs_attention = True
+    eval_compressed = "per-sample token selection (CLS + own top-(k-1) tokens), no merging"
+
+    # -- rates ----------------------------------------------------------------------------------
+    def rates(self) -> tuple[float, float]:
+        eb, et = RULES[self.config["rule"]]
+        xi = self.config["xi"]
+        rb = self.config["batch_rate"] if self.config["batch_rate"] is not None else xi**eb
+        rt = self.config["token_rate"] if self.config["token_rate"] is not None else xi**et
+        return rb, rt
+
+    def clusters(self, batch: int) -> int:
+        rb, _ = self.rates()
+        return min(batch, max(2, math.floor(rb * batch + _EPS)))
+
+    def tokens(self, n: int) -> int:
+        _, rt = self.rates()
+        p = self.cut.prefix_tokens if self.cut else 1
+        return min(n, max(p, math.floor(rt * n + _EPS)))
+
+    def rest_shape(self, in_shape: tuple[int, ...], training: bool) -> tuple[int, ...]:
+        n, d = in_shape
+        return (self.tokens(n), d)
+
+    def sends_labels(self, training: bool) -> bool:
+        return training
+
+    # -- client ---------------------------------------------------------------------------------
+    def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
+        if ctx.attention is None:
+            raise RuntimeError("adc needs the client's attention scores (ctx.attention)")
+        B, n, d = x.shape
+        s = ctx.attention.detach().float()
+        k = self.tokens(n)
+        if not ctx.training:
+            idx = self._top_tokens(s, k)  # per sample
+            return {}, x.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
+        T = self.clusters(B)
+        if T == B:  # every sample its own cluster: no clustering needed
+            assign, empty = torch.arange(B), 0
+        else:
+            assign, empty = kmeans(s, T, self.config["kmeans_iters"], self.config["kmeans_tol"], ctx.generator)
+        member = F.one_hot(assign, T).to(x.dtype)  # B×T
+        weights = (member / member.sum(0, keepdim=True)).T  # T×B, rows: unweighted member mean
+        idx = self._top_tokens(weights @ s, k)  # T×k, from each cluster's mean attention profile
+        gathered = x.gather(1, idx[assign].unsqueeze(-1).expand(-1, -1, d))  # B×k×d
+        z = (weights @ gathered.reshape(B, k * d)).reshape(T, k, d)
+        ctx.labels_sent = True
+        ctx.stats.update({"adc.T": T, "adc.k": k, "adc.empty_clusters": empty,
+                          "adc.max_cluster": int(member.sum(0).max())})
+        return self._label_fields(ctx, assign, weights, T), z
+
+    def _top_tokens(self, scores: torch.Tensor, k: int) -> torch.Tensor:
+        """Prefix tokens (CLS) always, then the top-(k-p) patch positions; sorted, so the bytes
+        do not depend on topk's tie order."""
+        p = self.cut.prefix_tokens if self.cut else 1
+        rows = scores.shape[0]
+        prefix = torch.arange(p).expand(rows, p)
+        if k == p:
+            return prefix.contiguous()
+        top = scores[:, p:].topk(k - p, dim=1).indices + p
+        return torch.cat([prefix, top.sort(dim=1).values], dim=1)
+
+    def _label_fields(self, ctx: Context, assign: torch.Tensor, weights: torch.Tensor, T: int) -> Fields:
+        assert ctx.labels is not None
+        C = ctx.cut.num_classes
+        if self.config["labels"] == "soft":
+            soft = weights @ F.one_hot(ctx.labels, C).float()  # T×C, rows sum to 1
+            return {"soft": Field.tensor(soft.float(), Category.LABELS)}
+        return {
+            "y": label_field(ctx.labels, C),
+            "cid": Field.packed(assign, bits_for(T), Category.SIDE),
+        }
+
+    # -- server ---------------------------------------------------------------------------------
+    def decode_forward(self, fields: Decoded, rest: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+        assert rest is not None
+        if not ctx.training:
+            return rest
+        T = rest.shape[0]
+        C = ctx.cut.num_classes
+        if "soft" in fields:
+            soft = fields["soft"]
+            if not isinstance(soft, torch.Tensor) or soft.shape != (T, C) or not torch.isfinite(soft).all():
+                raise WireFormatError(f"adc: soft labels must be a finite {T}×{C} tensor")
+            ctx.targets = soft.float()
+        else:
+            y, cid = fields.get("y"), fields.get("cid")
+            if not isinstance(y, torch.Tensor) or not isinstance(cid, torch.Tensor) or y.shape != cid.shape:
+                raise WireFormatError("adc: hard-label message needs fields y and cid of equal length")
+            y, cid = y.long(), cid.long()
+            if y.numel() == 0 or int(y.max()) >= C or int(cid.max()) >= T or cid.unique().numel() != T:
+                raise WireFormatError("adc: labels or cluster ids out of range, or an empty cluster")
+            member = F.one_hot(cid, T).float()
+            ctx.targets = (member / member.sum(0, keepdim=True)).T @ F.one_hot(y, C).float()
+        return rest
+
+    # -- analytic size --------------------------------------------------------------------------
+    def analytic_forward(self, batch: int, in_shape: tuple[int, ...], training: bool) -> tuple[int, int]:
+        if not training:
+            return 0, batch
+        T = self.clusters(batch)
+        C = self.cut.num_classes if self.cut else 0
+        if self.config["labels"] == "soft":
+            return 4 * T * C, T
+        return label_nbytes(batch, C) + packed_nbytes(batch, bits_for(T)), T
+
+
+def kmeans(
+    points: torch.Tensor, k: int, iters: int, tol: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, int]:
+    """Lloyd's K-means on the rows of `points`, vectorized over points and clusters.
+
+    Init: k distinct rows drawn with `generator`. Stops after `iters` iterations or when the
+    squared sum of centroid shifts falls below `tol` (the criterion of the library the paper
+    used). Empty clusters keep their centroid during the iterations; at the end each empty
+    cluster deterministically takes the point farthest from its centroid among clusters with
+    >= 2 members, so exactly k non-empty clusters come back. Returns (assignment, #empty repaired).
+    """
+    n = points.shape[0]
+    centroids = points[torch.randperm(n, generator=generator)[:k]].clone()
+    for _ in range(iters):
+        assign = torch.cdist(points, centroids).argmin(1)
+        member = F.one_hot(assign, k).to(points.dtype)
+        counts = member.sum(0)
+        sums = member.T @ points
+        new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centroids)
+        shift = (new - centroids).norm(dim=1).sum()
+        centroids = new
+        if float(shift) ** 2 < tol:
+            break
+    dist = torch.cdist(points, centroids)
+    assign = dist.argmin(1)
+    counts = torch.bincount(assign, minlength=k)
+    empty = (counts == 0).nonzero().flatten().tolist()
+    for c in empty:
+        own = dist.gather(1, assign[:, None]).squeeze(1)
+        movable = counts[assign] >= 2
+        i = int(torch.where(movable, own, torch.full_like(own, -1.0)).argmax())
+        counts[assign[i]] -= 1
+        assign[i] = c
+        counts[c] = 1
+    return assign, len(empty)
