@@ -125,21 +125,23 @@ class BatchTransform:
         if self._per_image is not None:
             # RandAugment on a batch tensor would draw one op for the whole batch: go per image.
             x = torch.stack([self._per_image(img) for img in x])
-        x = x.float().div_(255.0)
+        if self.augment in ("flip", "paper"):
+            # Flipping commutes with the (symmetric) resize, so flip the small uint8 batch.
+            flip = (torch.rand(x.shape[0]) < 0.5).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(-1), x)
+        x = x.float()
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(
                 x, size=(self.image_size, self.image_size), mode="bilinear",
                 align_corners=False, antialias=True,
             )
-        if self.augment in ("flip", "paper"):
-            flip = torch.rand(x.shape[0]) < 0.5
-            x[flip] = x[flip].flip(-1)
         if self.out_chans is not None and x.shape[1] != self.out_chans:
             x = x.expand(-1, self.out_chans, -1, -1)  # grayscale into an RGB backbone
         mean, std = self.mean, self.std
         if mean.shape[1] != x.shape[1]:
             mean, std = mean.mean(1, keepdim=True), std.mean(1, keepdim=True)
-        return (x - mean) / std
+        # (x/255 - mean)/std as one fused multiply-add over the batch.
+        return torch.addcmul(-mean / std, x, 1.0 / (255.0 * std))
 
     def describe(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "augment": self.augment,
