@@ -4,6 +4,7 @@
 - a `save_to_disk` dataset (a folder with `dataset_dict.json`, or `state.json` for one split);
 - idx files (`train-images-idx3-ubyte[.gz]`, `t10k-...`), e.g. Debian's Fashion-MNIST;
 - an image folder: `PATH/train/<class>/*` and `PATH/test/<class>/*` (or `val/`, `validation/`);
+- the official Food-101 layout: `PATH/images/<class>/*.jpg` split by `PATH/meta/{train,test}.txt`;
 - archives in a folder: `*train*.tar.gz` plus `*test*.tar.gz` or `*val*.tar.gz` (`.tgz`, `.tar`);
 - one archive file: its sibling for the other split is found by swapping train <-> test/val in
   the name; without a sibling, the one archive must hold both `train/` and `test/` (or `val/`).
@@ -230,6 +231,31 @@ class FolderSource(Source):
         return cached_decode(tag, split, identity, size, channels,
                              lambda: ((c, str(p), str(p)) for c, p in files), where,
                              self.describe(), classes)
+
+
+class ListedFolderSource(FolderSource):
+    """The official Food-101 layout: `images/<class>/<id>.jpg` with the split in
+    `meta/train.txt` and `meta/test.txt` (one `<class>/<id>` per line)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, {"train": root / "images", "test": root / "images"})
+
+    def describe(self) -> str:
+        return f"image folder {self.root} (split by meta/train.txt, meta/test.txt)"
+
+    def _listed(self, split: str) -> list[str]:
+        lines = (self.root / "meta" / f"{split}.txt").read_text().split()
+        return [line.strip() for line in lines if line.strip()]
+
+    def classes(self, split: str) -> list[str]:
+        return sorted({entry.split("/")[0] for entry in self._listed(split)})
+
+    def files(self, split: str) -> list[tuple[str, Path]]:
+        out = []
+        for entry in self._listed(split):
+            path = self.root / "images" / f"{entry}.jpg"
+            out.append((entry.split("/")[0], path))
+        return out
 
 
 def _member_split_class(name: str) -> tuple[str | None, str] | None:
@@ -487,6 +513,8 @@ def resolve_local(path: str | os.PathLike[str], tag: str, class_names: list[str]
         return disk_source(p)
     if _idx_path(p, IDX_FILES["train"][0]) is not None:
         return IdxSource(p, class_names)
+    if (p / "meta" / "train.txt").is_file() and (p / "meta" / "test.txt").is_file() and (p / "images").is_dir():
+        return ListedFolderSource(p)
     train = p / "train"
     test = next((p / a for a in SPLIT_DIRS["test"] if (p / a).is_dir()), None)
     if train.is_dir() and test is not None:

@@ -265,3 +265,61 @@ def test_dataloader_uses_batched_fetch(tmp_path):
     x, y = next(iter(DataLoader(splits.train, batch_size=4, shuffle=True, drop_last=True)))
     assert x.shape == (4, 3, 16, 16) and y.dtype == torch.int64
     assert seen == [4]  # one call per batch, not one per image
+
+
+def test_hub_source_through_load_dataset(monkeypatch):
+    """The hub route, with `datasets.load_dataset` answering from data made here."""
+    import datasets
+
+    from adcbench import hub
+
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(CLASSES))})
+
+    def split(n):
+        rows = [(encode(COLOURS[c]), k) for k, c in enumerate(CLASSES) for _ in range(n)]
+        return datasets.Dataset.from_dict(
+            {"image": [{"bytes": b, "path": None} for b, _ in rows], "label": [k for _, k in rows]},
+            features=feats)
+
+    calls = []
+
+    def fake_load(hub_id, config, split: str):
+        calls.append((hub_id, config, split))
+        return {"train": split_train, "test": split_test}[split]
+
+    split_train, split_test = split(3), split(2)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=0: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    task = Tiny()
+    check_task(task)
+    assert calls == [("nobody/tiny", None, "train"), ("nobody/tiny", None, "test")]
+    assert task.data_info()["source"] == "hub nobody/tiny"
+
+
+def test_paper_augmentation_is_per_image_and_keeps_shapes():
+    from adcbench.imagedata import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    x[:] = x[0]  # six copies of one image
+    train = BatchTransform(64, IMAGENET_MEAN, IMAGENET_STD, train=True, augment="paper")
+    out = train(x)
+    assert out.shape == (6, 3, 64, 64) and torch.isfinite(out).all()
+    assert len({tuple(o.flatten()[:50].tolist()) for o in out}) > 1  # copies augmented differently
+    test = BatchTransform(64, IMAGENET_MEAN, IMAGENET_STD, train=False, augment="paper")
+    assert test.augment == "none" and torch.equal(test(x)[0], test(x)[5])
+
+
+@pytest.mark.parametrize("task_cls", [Tiny, TinyLazy])
+def test_food101_official_layout(tmp_path, task_cls):
+    root = tmp_path / "food-101"
+    lists = {"train": [], "test": []}
+    for k, c in enumerate(CLASSES):
+        for i in range(5):
+            write_folder(root, {f"images/{c}/{i}.jpg": encode(COLOURS[c], fmt="PNG")})
+            lists["train" if i < 3 else "test"].append(f"{c}/{i}")
+    (root / "meta").mkdir()
+    for split, entries in lists.items():
+        (root / "meta" / f"{split}.txt").write_text("\n".join(entries) + "\n")
+    check_task(task_cls(data=str(root)))
