@@ -87,15 +87,16 @@ class ImageTask(Task):
         cls.params = (
             Param("preset", str, cls.default_preset, "resolution/backbone preset",
                   choices=tuple(cls.presets)),
-            Param("augment", str, None, "train augmentation (default: the preset's)",
-                  choices=AUGMENTS, optional=True),
+            # Not `optional`: the spec parser would read augment=none as "unset".
+            Param("augment", str, "preset", "train augmentation; `preset` = the preset's",
+                  choices=("preset",) + AUGMENTS),
         ) + tuple(p for p in cls.params if p.name not in ("preset", "augment"))
 
     def __init__(self, data: str | None = None, **params: Any) -> None:
         super().__init__(data, **params)
         self.preset = self.presets[self.config["preset"]]
         _apply_preset(self, self.preset)
-        if self.config["augment"] is not None:
+        if self.config["augment"] != "preset":
             self.augment = self.config["augment"]
         self._source: Source | None = None
         self._loaded: dict[str, DecodedSplit | LazySplit] = {}
