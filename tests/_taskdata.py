@@ -31,8 +31,15 @@ def isolated(tmp_path_factory, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("a test tried to open a network connection")
 
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):  # local (AF_UNIX) sockets stay usable: DataLoader workers need them
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            no_network()
+        return real_connect(sock, address)
+
     monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect", connect)
 
 
 class Tiny(ImageTask):

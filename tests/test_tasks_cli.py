@@ -58,10 +58,13 @@ def test_missing_data_exits_2_with_one_line(args, needle, monkeypatch):
 
 @pytest.mark.shared_data
 @pytest.mark.slow
-def test_cli_imagenette_on_the_real_archives(tmp_path):
-    if not (SHARED_DATA / "imagenette2-224").is_dir():
-        pytest.skip("no ../shared/data/imagenette2-224")
-    res = invoke("run", "--method", "none", "--task", "imagenette", "--data", str(SHARED_DATA / "imagenette2-224"),
+@pytest.mark.parametrize("task, sub", [("cifar10", "cifar10-jpg"), ("imagenette", "imagenette2-224")])
+def test_cli_run_on_the_real_archives(tmp_path, task, sub):
+    if not (SHARED_DATA / sub).is_dir():
+        pytest.skip(f"no ../shared/data/{sub}")
+    res = invoke("run", "--method", "none", "--task", task, "--data", str(SHARED_DATA / sub),
                  "--max-steps", "1", "--val-fraction", "0.02", "--quiet", "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
-    assert "imagenette none" in res.output
+    assert f"{task} none" in res.output
+    record = json.loads((tmp_path / f"{task}.jsonl").read_text())
+    assert record["eval_split"] == "val" and record["status"] == "completed"

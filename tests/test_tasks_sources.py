@@ -323,3 +323,24 @@ def test_food101_official_layout(tmp_path, task_cls):
     for split, entries in lists.items():
         (root / "meta" / f"{split}.txt").write_text("\n".join(entries) + "\n")
     check_task(task_cls(data=str(root)))
+
+
+def test_parallel_decode_matches_serial(tmp_path, monkeypatch):
+    arc = write_tar(tmp_path / "x.tar.gz", layout(n_train=300, n_test=1))  # several 256-image chunks
+    serial = Tiny(data=str(arc)).load_split("train")
+    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path / "cache2"))
+    monkeypatch.setenv("ADCBENCH_DECODE_WORKERS", "2")
+    parallel = Tiny(data=str(arc)).load_split("train")
+    assert np.array_equal(serial.labels, parallel.labels)
+    assert np.array_equal(np.asarray(serial.images), np.asarray(parallel.images))
+
+
+@pytest.mark.parametrize("task_cls", [Tiny, TinyLazy])
+def test_dataloader_workers(tmp_path, task_cls):
+    from torch.utils.data import DataLoader
+
+    task = task_cls(data=str(write_folder(tmp_path / "ds", layout(n_train=4))))
+    loader = DataLoader(task.load_split("train"), batch_size=4, shuffle=True, drop_last=True, num_workers=2,
+                        generator=torch.Generator().manual_seed(0))
+    labels = torch.cat([y for _, y in loader])
+    assert sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4

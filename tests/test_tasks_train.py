@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _taskdata import SHARED_DATA, encode, isolated, write_folder, write_idx, write_tar  # noqa: F401
+from _taskdata import encode, isolated, write_folder, write_idx, write_tar  # noqa: F401
 from adcbench.task import get_task
 from adcbench.train import RunConfig, run
 
@@ -81,13 +81,3 @@ def test_warmstart_init_reaches_the_run_record(tmp_path):
     record = one_step("cifar10", data, init="warmstart")
     assert record["model"]["init"] == "warmstart" and record["model"]["path"] == str(path)
     assert record["model"]["recipe"]["recipe"]["epochs"] == 1
-
-
-@pytest.mark.shared_data
-@pytest.mark.slow
-@pytest.mark.parametrize("task, sub", [("cifar10", "cifar10-jpg"), ("imagenette", "imagenette2-224")])
-def test_real_archives_one_step(task, sub):
-    if not (SHARED_DATA / sub).is_dir():
-        pytest.skip(f"no ../shared/data/{sub}")
-    record = one_step(task, SHARED_DATA / sub, val_fraction=0.02)
-    assert record["eval_split"] == "val"
