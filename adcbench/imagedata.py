@@ -60,6 +60,18 @@ def decode_image(data: Any, size: int, channels: int) -> np.ndarray | None:
     return arr[..., None] if channels == 1 else arr
 
 
+def check_bad(count: int, total: int, example: str, where: str) -> None:
+    """Error above MAX_BAD_FRACTION undecodable images, else a warning with the count."""
+    frac = count / max(1, total)
+    if frac > MAX_BAD_FRACTION:
+        raise DataFormatError(
+            f"{where}: {count} of {total} images ({frac:.1%}) are corrupt or unreadable "
+            f"(e.g. {example}); more than {MAX_BAD_FRACTION:.0%}, refusing to train on it"
+        )
+    warnings.warn(f"{where}: skipped {count} of {total} corrupt or unreadable images (e.g. {example})",
+                  stacklevel=3)
+
+
 @dataclass
 class BadImages:
     """Undecodable images met while loading one split: counted, reported, bounded."""
@@ -73,19 +85,8 @@ class BadImages:
 
     def check(self, where: str) -> None:
         """Refuse the split if too much of it is garbage; otherwise warn once with a count."""
-        if not self.names:
-            return
-        frac = self.count / max(1, self.total)
-        example = self.names[0]
-        if frac > MAX_BAD_FRACTION:
-            raise DataFormatError(
-                f"{where}: {self.count} of {self.total} images ({frac:.1%}) are corrupt or "
-                f"unreadable (e.g. {example}); more than {MAX_BAD_FRACTION:.0%}, refusing to train on it"
-            )
-        warnings.warn(
-            f"{where}: skipped {self.count} of {self.total} corrupt or unreadable images (e.g. {example})",
-            stacklevel=3,
-        )
+        if self.names:
+            check_bad(self.count, self.total, self.names[0], where)
 
     def report(self) -> dict[str, Any]:
         return {"total": self.total, "skipped": self.count, "examples": self.names[:5]}

@@ -33,7 +33,7 @@ import numpy as np
 
 from .cache import atomic_dir, cache_dir, config_hash, file_identity
 from .errors import DatasetNotFoundError
-from .imagedata import BadImages, DataFormatError, decode_image
+from .imagedata import BadImages, DataFormatError, check_bad, decode_image
 
 CACHE_FORMAT = 1
 SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "validation")}
@@ -168,8 +168,9 @@ def cached_decode(tag: str, split: str, identity: Any, size: int, channels: int,
         with atomic_dir(entry) as tmp:
             decode_to_cache(items(), tmp, size, channels, where, classes)
     split_data = load_cached(entry, origin)
-    if split_data.bad["skipped"]:
-        BadImages(split_data.bad["total"], list(split_data.bad["examples"])).check(where)
+    bad = split_data.bad
+    if bad["skipped"]:  # reported on every load, not only the one that decoded
+        check_bad(bad["skipped"], bad["total"], bad["examples"][0], where)
     return split_data
 
 

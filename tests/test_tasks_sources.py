@@ -344,3 +344,13 @@ def test_dataloader_workers(tmp_path, task_cls):
                         generator=torch.Generator().manual_seed(0))
     labels = torch.cat([y for _, y in loader])
     assert sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_cached_report_keeps_the_full_bad_count(tmp_path):
+    files = layout(n_train=234, n_test=1)  # 702 good train images
+    for i in range(6):  # 6 bad: 0.85 %, more than the 5 example names kept
+        files[f"train/cat/bad{i}.png"] = b"junk"
+    arc = write_tar(tmp_path / "x.tar.gz", files)
+    for _ in range(2):  # decode, then from the cache
+        with pytest.warns(UserWarning, match="skipped 6 of 708"):
+            Tiny(data=str(arc)).load_split("train")
