@@ -8,7 +8,7 @@ For cifar10 (cpu32 preset, 32 px) and imagenette (cpu112 preset, 112 px) on the 
   - step: forward + backward + Adam on both halves of the default split model (client blocks
     [0, l), server the rest), the activation handed over detached as over a wire, no compression.
 
-    python benchmarks/task_throughput.py [--data-root ../shared/data] [--steps 10]
+    python benchmarks/task_throughput.py [--data-root ../shared/data] [--steps 10] [--threads 1,2]
 
 writes docs/benchmarks/task-throughput.md (the command, date, CPU, torch threads, load average)."""
 
@@ -49,7 +49,7 @@ def measure(task_name: str, preset: str, data: Path, steps: int, load_batches: i
     task = get_task(task_name)(data=str(data), preset=preset)
     t0 = time.perf_counter()
     train = task.load_split("train")
-    out["decode"] = len(train) / (time.perf_counter() - t0)
+    out["decode"] = len(train) / (time.perf_counter() - t0)  # cold only on the first call per task
     t0 = time.perf_counter()
     train = get_task(task_name)(data=str(data), preset=preset).load_split("train")
     out["open_s"] = time.perf_counter() - t0
@@ -98,6 +98,8 @@ def main() -> int:
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--load-batches", type=int, default=20)
+    ap.add_argument("--threads", default=str(torch.get_num_threads()),
+                    help="comma-separated torch thread counts to measure, e.g. 1,2")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "task-throughput.md")
     args = ap.parse_args()
     os.environ["ADCBENCH_CACHE"] = tempfile.mkdtemp(prefix="adcbench-bench-")  # cold decode
@@ -108,9 +110,14 @@ def main() -> int:
         if not data.is_dir():
             print(f"skipping {task_name}: {data} not found", file=sys.stderr)
             continue
-        r = measure(task_name, preset, data, args.steps, args.load_batches)
-        print(task_name, {k: round(v, 2) for k, v in r.items()}, file=sys.stderr)
-        rows.append((task_name, preset, r))
+        for k, threads in enumerate(int(t) for t in args.threads.split(",")):
+            torch.set_num_threads(threads)
+            r = measure(task_name, preset, data, args.steps, args.load_batches)
+            r["threads"] = threads
+            if k:  # the cache is warm now: only the first row measured the one-off decode
+                r["decode"] = float("nan")
+            print(task_name, {k: round(v, 2) for k, v in r.items()}, file=sys.stderr)
+            rows.append((task_name, preset, r))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cmd = "python benchmarks/task_throughput.py" + "".join(
@@ -120,19 +127,21 @@ def main() -> int:
         "",
         f"Produced by `{cmd}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
         "",
-        f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; 1-min load average at the end: {load:.1f}",
+        f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}; "
+        f"1-min load average at the end: {load:.1f} (other processes compete for the cores when it "
+        "exceeds the core count; torch's multi-threaded ops then slow down far more than 1-thread ones)",
         "- decode: one-off decode of the train archive into the uint8 cache (cold); open: reopening"
         " that cache; load: train DataLoader (shuffle, augmentation, the task's batch size/workers);"
         " step: forward + backward + Adam of the split model (no compression, no wire).",
         "",
-        "| task | preset | tokens at cut | batch | workers | train images | decode (img/s) | open (s) | load (img/s) | step (img/s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | preset | tokens at cut | batch | workers | torch threads | train images | decode (img/s) | open (s) | load (img/s) | step (img/s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, preset, r in rows:
         lines.append(
-            f"| {name} | {preset} | {r['tokens']} | {r['batch']} | {r['workers']} | {r['n_train']:,} | "
-            f"{r['decode']:,.0f} | {r['open_s']:.2f} | {r['load']:,.0f} | {r['step']:,.0f} |")
+            f"| {name} | {preset} | {r['tokens']} | {r['batch']} | {r['workers']} | {r['threads']} | "
+            f"{r['n_train']:,} | {'–' if r['decode'] != r['decode'] else format(r['decode'], ',.0f')} | "
+            f"{r['open_s']:.2f} | {r['load']:,.0f} | {r['step']:,.0f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
