@@ -41,7 +41,10 @@ def sync_offline() -> None:
 
 
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the hub endpoint opens within `timeout` seconds."""
+    """Whether a TCP connection to the hub endpoint opens within `timeout` seconds. Behind a
+    proxy a direct connection says nothing, so the probe is skipped and the libraries decide."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     port = url.port or (80 if url.scheme == "http" else 443)
     try:

@@ -134,8 +134,10 @@ def pretrain(task: Task | str, data: str | None = None, epochs: int | None = Non
     if path.is_file() and path.with_suffix(".json").is_file() and not force:
         return path
 
+    from .backbones import build_backbone
+
     torch.manual_seed(seed)
-    model, _ = task_model(task, arch)
+    model, _ = build_backbone(task, "scratch", arch)
     splits = task.splits(val_fraction, val_seed)
     bs = min(recipe["batch_size"], len(splits.train))
     loader = DataLoader(splits.train, batch_size=bs, shuffle=True, drop_last=True,
@@ -166,14 +168,14 @@ def pretrain(task: Task | str, data: str | None = None, epochs: int | None = Non
     test_acc = evaluate(model, splits.test, bs, task.num_workers)
     val_acc = evaluate(model, splits.eval, bs, task.num_workers) if splits.eval_name == "val" else None
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    from .backbones import file_sha256
-
     import timm
 
     import adcbench
 
+    from .backbones import file_sha256
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     meta = {
         "recipe": recipe,
         "model": _model_config(task, arch),
@@ -191,12 +193,6 @@ def pretrain(task: Task | str, data: str | None = None, epochs: int | None = Non
     write_json_atomic(path.with_suffix(".json"), meta)
     tmp.replace(path)  # weights last: a checkpoint file always has its sidecar
     return path
-
-
-def task_model(task: Task, arch: str | None) -> tuple[nn.Module, dict[str, Any]]:
-    from .backbones import build_backbone
-
-    return build_backbone(task, "scratch", arch)
 
 
 def _data_description(task: Task) -> Any:
