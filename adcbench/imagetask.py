@@ -54,10 +54,20 @@ def small_vit(image_size: int, patch_size: int, in_chans: int = 3, embed_dim: in
                 depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
 
 
+def loader_workers(most: int = 4) -> int:
+    """DataLoader workers for per-image augmentation: up to `most`, leaving one CPU to training."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(most, cpus - 1))
+
+
 def deit(name: str) -> Preset:
     """The paper's setup: a pretrained DeiT at 224 px with its augmentation."""
     return Preset(image_size=224, store_size=224, arch=name, arch_kwargs={}, batch_size=128,
-                  lr=1e-4, epochs=10, augment="paper", init="pretrained", num_workers=4)
+                  lr=1e-4, epochs=10, augment="paper", init="pretrained",
+                  num_workers=loader_workers())
 
 
 class ImageTask(Task):

@@ -12,7 +12,7 @@ transform (decoded and cached at 32 px)."""
 
 from __future__ import annotations
 
-from adcbench.imagetask import ImageTask, Preset, small_vit
+from adcbench.imagetask import ImageTask, Preset, loader_workers, small_vit
 from adcbench.task import register_task
 
 CPU32 = Preset(image_size=32, store_size=32, arch="vit", arch_kwargs=small_vit(32, 4),
@@ -20,7 +20,7 @@ CPU32 = Preset(image_size=32, store_size=32, arch="vit", arch_kwargs=small_vit(3
                warmstart_epochs=10, warmstart_lr=1e-3)
 PAPER224 = Preset(image_size=224, store_size=32, arch="deit_tiny_patch16_224", arch_kwargs={},
                   batch_size=128, lr=1e-4, epochs=10, augment="paper", init="pretrained",
-                  num_workers=4)
+                  num_workers=loader_workers())
 
 
 @register_task("cifar10")

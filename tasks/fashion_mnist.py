@@ -11,7 +11,7 @@ Presets: `cpu28` — one input channel, 4×4 patches (7×7 tokens), a 6-block Vi
 
 from __future__ import annotations
 
-from adcbench.imagetask import ImageTask, Preset, small_vit
+from adcbench.imagetask import ImageTask, Preset, loader_workers, small_vit
 from adcbench.task import register_task
 
 
@@ -35,7 +35,7 @@ class FashionMNIST(ImageTask):
                         warmstart_epochs=5, warmstart_lr=1e-3),
         "paper224": Preset(image_size=224, store_size=28, in_chans=3, arch="deit_tiny_patch16_224",
                            arch_kwargs={}, batch_size=128, lr=1e-4, epochs=10, augment="paper",
-                           init="pretrained", num_workers=4),
+                           init="pretrained", num_workers=loader_workers()),
     }
     default_preset = "cpu28"
     split_index = 3

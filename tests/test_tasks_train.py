@@ -81,3 +81,13 @@ def test_warmstart_init_reaches_the_run_record(tmp_path):
     record = one_step("cifar10", data, init="warmstart")
     assert record["model"]["init"] == "warmstart" and record["model"]["path"] == str(path)
     assert record["model"]["recipe"]["recipe"]["epochs"] == 1
+
+
+def test_paper224_preset_one_step(tmp_path):
+    """The paper's pipeline: RandAugment + ColorJitter at 32 px, upsampling to 224, DeiT-T."""
+    data = write_folder(tmp_path / "c", cifar_layout(n=1))
+    cfg = RunConfig(method="none", task="cifar10", task_params={"preset": "paper224"}, data=str(data),
+                    max_steps=1, batch_size=2, out=None, progress=False, eval_policy="raw")
+    record = run(cfg)
+    assert record["status"] == "completed" and record["cut"]["tokens"] == 197 and record["cut"]["dim"] == 192
+    assert record["model"]["arch"] == "deit_tiny_patch16_224"
