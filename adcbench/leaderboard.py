@@ -24,8 +24,12 @@ def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
             "fwd_per_sample": r["bytes"]["per_sample_fwd"], "bwd_per_sample": r["bytes"]["per_sample_bwd"],
             "total_MB": (r["bytes"]["fwd"] + r["bytes"]["bwd"]) / 1e6, "wall_s": r.get("wall_s"),
             "commit": (r.get("provenance", {}).get("git_commit") or "")[:8],
+            "created": r.get("provenance", {}).get("created", ""),
         })
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if len(df):  # a re-run of the same configuration and seed replaces the older record
+        df = df.sort_values("created").drop_duplicates(["config_hash", "seed"], keep="last")
+    return df
 
 
 def _ci95(values: pd.Series) -> float:
