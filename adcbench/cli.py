@@ -66,6 +66,8 @@ def run_options(f: Callable) -> Callable:
         click.option("--data", default=None, help="Local dataset path (folder, archive or saved dataset)."),
         click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [default: the task's]."),
         click.option("--budget-bytes", default=None, help="Stop before training traffic (fwd+bwd) exceeds this (e.g. 2GB)."),
+        click.option("--budget-accounting", type=click.Choice(["measured", "nominal"]), default="measured",
+                     show_default=True, help="nominal: charge ξ·C_base per step as the paper's code does."),
         click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many steps."),
         click.option("--batch-size", type=click.IntRange(2), default=None, help="Training batch [default: the task's]."),
         click.option("--split", type=click.IntRange(1), default=None, help="Client blocks l [default: the task's]."),
@@ -91,7 +93,8 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
     task, task_params = _task_spec(kw["task_spec"])
     return RunConfig(
         method=method, task=task, task_params=task_params, data=kw["data"], seed=seed, epochs=kw["epochs"],
-        budget_bytes=parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None, max_steps=kw["max_steps"],
+        budget_bytes=parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None,
+        budget_accounting=kw["budget_accounting"], max_steps=kw["max_steps"],
         batch_size=kw["batch_size"], split=kw["split"], lr=kw["lr"], eval_every=kw["eval_every"],
         eval_policy=kw["eval_policy"], val_fraction=kw["val_fraction"], init=kw["init"], arch=kw["arch"],
         device=kw["device"], out=kw["out"], progress=not kw["quiet"],

@@ -24,8 +24,12 @@ def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
             "fwd_per_sample": r["bytes"]["per_sample_fwd"], "bwd_per_sample": r["bytes"]["per_sample_bwd"],
             "total_MB": (r["bytes"]["fwd"] + r["bytes"]["bwd"]) / 1e6, "wall_s": r.get("wall_s"),
             "commit": (r.get("provenance", {}).get("git_commit") or "")[:8],
+            "created": r.get("provenance", {}).get("created", ""),
         })
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if len(df):  # a re-run of the same configuration and seed replaces the older record
+        df = df.sort_values("created").drop_duplicates(["config_hash", "seed"], keep="last")
+    return df
 
 
 def _ci95(values: pd.Series) -> float:
@@ -94,6 +98,11 @@ def _num(v: Any, digits: int = 3) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _family(spec: str) -> str:
+    """`adc:xi=0.1+quant:bits=8` -> `adc+quant`: one curve per method family."""
+    return "+".join(part.split(":")[0] for part in spec.split("+"))
+
+
 def _plots(runs: pd.DataFrame, records: list[dict[str, Any]], task: str, plots_dir: Path) -> list[str]:
     """Accuracy against cumulative bytes (curves, mean over seeds) and final accuracy against
     bytes per sample. Returns the written file paths (absolute)."""
@@ -117,10 +126,15 @@ def _plots(runs: pd.DataFrame, records: list[dict[str, Any]], task: str, plots_d
     sns.lineplot(data=curves, x="MB", y="acc", hue="method", errorbar=("ci", 95), ax=axes[0], marker="o", markersize=3)
     axes[0].set(xscale="log", xlabel="cumulative training traffic, both directions (MB, measured)",
                 ylabel="test accuracy (raw eval)", title=f"{task}: accuracy vs communication")
-    final = runs.assign(bytes_per_sample=runs["fwd_per_sample"] + runs["bwd_per_sample"])
-    sns.scatterplot(data=final, x="bytes_per_sample", y="acc", hue="method", ax=axes[1], s=60, legend=False)
-    axes[1].set(xscale="log", xlabel="bytes per training sample, fwd + bwd (measured)", ylabel="final test accuracy",
-                title=f"{task}: final accuracy vs bytes/sample")
+    summary = summarize(runs)
+    summary["family"] = [_family(m) for m in summary["method"]]
+    palette = dict(zip(sorted(summary["family"].unique()), sns.color_palette("tab10", 10) * 3))
+    for fam, g in summary.sort_values("xi_measured").groupby("family"):
+        axes[1].errorbar(g["xi_measured"], g["acc"], yerr=g["acc_ci95"].fillna(0), marker="o", capsize=3,
+                         label=fam, color=palette[fam])
+    axes[1].set(xscale="log", xlabel="measured compression ratio ξ_m (bytes vs none, both directions)",
+                ylabel="final test accuracy (mean ± 95 % CI)", title=f"{task}: accuracy vs compression")
+    axes[1].legend(fontsize=7, loc="lower right")
     axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path = (plots_dir / f"{task}.png").resolve()
