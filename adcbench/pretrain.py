@@ -58,10 +58,19 @@ def checkpoint_path(task: Task, arch: str | None = None, recipe: dict[str, Any] 
     return cache_dir("warmstart") / f"{task.registry_name}-{arch or task.arch}-{key}.safetensors"
 
 
-def pretrain_command(task: Task) -> str:
+def pretrain_command(task: Task, recipe: dict[str, Any] | None = None, arch: str | None = None) -> str:
+    """The `adcbench pretrain` command line for a task (and a recipe's non-default settings)."""
     spec = format_spec(task.registry_name, task.config, {p.name: p.default for p in task.params})
-    data = f" --data {task.data}" if task.data else ""
-    return f"adcbench pretrain --task {spec}{data}"
+    cmd = f"adcbench pretrain --task {spec}" + (f" --data {task.data}" if task.data else "")
+    if arch:
+        cmd += f" --arch {arch}"
+    default = default_recipe(task)
+    for key, flag in (("epochs", "--epochs"), ("lr", "--lr"), ("seed", "--seed"),
+                      ("batch_size", "--batch-size"), ("val_fraction", "--val-fraction"),
+                      ("max_steps", "--max-steps")):
+        if recipe is not None and key in recipe and recipe[key] != default.get(key):
+            cmd += f" {flag} {recipe[key]:g}" if isinstance(recipe[key], float) else f" {flag} {recipe[key]}"
+    return cmd
 
 
 def find_warmstart(task: Task, arch: str | None = None) -> tuple[Path, dict[str, Any]]:
@@ -87,7 +96,7 @@ def find_warmstart(task: Task, arch: str | None = None) -> tuple[Path, dict[str,
     if not found:
         raise AdcbenchError(
             f"init=warmstart: no warm-start checkpoint for {task.registry_name} "
-            f"({arch or task.arch}) yet; produce it with `{pretrain_command(task)}`")
+            f"({arch or task.arch}) yet; produce it with `{pretrain_command(task, arch=arch)}`")
     _, path, meta = max(found, key=lambda f: (f[0], str(f[1])))
     return path, meta
 
@@ -188,7 +197,7 @@ def pretrain(task: Task | str, data: str | None = None, epochs: int | None = Non
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"adcbench": adcbench.__version__, "torch": torch.__version__,
                      "timm": timm.__version__, "python": platform.python_version()},
-        "command": pretrain_command(task),
+        "command": pretrain_command(task, recipe, arch),
     }
     write_json_atomic(path.with_suffix(".json"), meta)
     tmp.replace(path)  # weights last: a checkpoint file always has its sidecar

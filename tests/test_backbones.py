@@ -142,3 +142,13 @@ def test_warmstart_key_depends_on_recipe_and_task_params():
     assert checkpoint_path(get_task("cifar10")()) == base
     assert checkpoint_path(task, recipe={**default_recipe(task), "lr": 5e-4}) != base
     assert checkpoint_path(get_task("cifar10")(preset="paper224")) != base
+
+
+def test_sidecar_command_reproduces_the_recipe(tmp_path):
+    from adcbench.pretrain import pretrain
+
+    root = write_folder(tmp_path / "ds", layout(n_train=2, n_test=1))
+    path = pretrain(Tiny(data=str(root)), epochs=1, lr=5e-4, seed=3, max_steps=1, progress=False)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["command"] == f"adcbench pretrain --task tiny --data {root} --lr 0.0005 --seed 3 --max-steps 1"
+    assert meta["steps"] == 1
