@@ -156,8 +156,12 @@ def build_backbone(task: "Task", init: str = "scratch", arch: str | None = None
     if init == "warmstart":
         from .pretrain import find_warmstart
 
-        path, recipe = find_warmstart(task, arch)
-        info.update(path=str(path), sha256=recipe.get("sha256"), recipe=recipe)
+        path, meta = find_warmstart(task, arch)
+        # The recipe, and how the warm start turned out, travel into the run record.
+        info.update(path=str(path), sha256=meta.get("sha256"), recipe=meta.get("recipe"),
+                    warmstart={k: meta.get(k) for k in ("command", "final_test_accuracy",
+                               "final_val_accuracy", "steps", "created", "versions")})
+        info["warmstart"]["data_source"] = (meta.get("data") or {}).get("source")
     else:
         path = Path(init).expanduser()
         if not path.is_file():

@@ -131,7 +131,9 @@ def test_warmstart_produce_reuse_and_record(tmp_path, monkeypatch):
     from safetensors.torch import load_file
     assert torch.equal(model.state_dict()["head.weight"], load_file(str(path))["head.weight"])
     info = fresh.init_info()
-    assert info["init"] == "warmstart" and info["recipe"]["recipe"]["epochs"] == 2 and info["path"] == str(path)
+    assert info["init"] == "warmstart" and info["recipe"]["epochs"] == 2 and info["path"] == str(path)
+    assert info["warmstart"]["final_test_accuracy"] == meta["final_test_accuracy"]
+    assert "image folder" in info["warmstart"]["data_source"]
 
 
 def test_warmstart_key_depends_on_recipe_and_task_params():

@@ -28,7 +28,7 @@ def test_pretrain_then_run_from_the_warm_start(tmp_path):
                  "--max-steps", "1", "--batch-size", "4", "--quiet", "--out", str(tmp_path / "r"))
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "r" / "cifar10.jsonl").read_text().splitlines()[-1])
-    assert record["model"]["init"] == "warmstart" and record["model"]["recipe"]["recipe"]["epochs"] == 1
+    assert record["model"]["init"] == "warmstart" and record["model"]["recipe"]["epochs"] == 1
 
 
 def test_task_parameters_reach_the_task(tmp_path):

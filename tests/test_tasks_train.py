@@ -80,7 +80,7 @@ def test_warmstart_init_reaches_the_run_record(tmp_path):
     path = pretrain("cifar10", data=str(data), epochs=1, batch_size=4, progress=False)
     record = one_step("cifar10", data, init="warmstart")
     assert record["model"]["init"] == "warmstart" and record["model"]["path"] == str(path)
-    assert record["model"]["recipe"]["recipe"]["epochs"] == 1
+    assert record["model"]["recipe"]["epochs"] == 1
 
 
 def test_paper224_preset_one_step(tmp_path):
