@@ -45,6 +45,10 @@ IDX_FILES = {
 }
 
 
+class EmptySplitError(DataFormatError):
+    """A split with no image at all (a wrong path or layout rather than corrupt data)."""
+
+
 @dataclass
 class DecodedSplit:
     """One split as uint8 N×H×W×C images (array or memmap) with labels and class names."""
@@ -136,7 +140,7 @@ def decode_to_cache(items: Iterator[tuple[str, Any, str]], out: Path, size: int,
         if pool is not None:
             pool.terminate()
     if bad.total == 0:
-        raise DataFormatError(f"{where}: no images found")
+        raise EmptySplitError(f"{where}: no images found")
     bad.check(where)
     found = sorted(set(names))
     if classes is None:
@@ -340,18 +344,29 @@ class ArchiveSource(Source):
             yield sc[1], fobj.read() if fobj else b"", f"{path.name}:{member.name}"
 
     def classes(self, split: str) -> list[str]:
-        try:
-            return sorted({cls for cls, _, _ in self.members(split, read=False)})
-        except (EOFError, OSError, tarfile.TarError) as exc:
-            raise _archive_error(self.archives[split], exc) from None
+        found = sorted({cls for cls, _, _ in self.members(split, read=False)})
+        if not found:
+            raise DataFormatError(self._no_images(split))
+        return found
+
+    def _no_images(self, split: str) -> str:
+        path = self.archives[split]
+        if self.archives["train"] == self.archives["test"]:
+            folders = "/ or ".join(SPLIT_DIRS[split])
+            return (f"{path}: no images under a {folders}/ folder, and no sibling archive for the "
+                    "other split (name it like this one with train <-> test/val swapped)")
+        return f"{path}: no images in class folders"
 
     def load(self, split: str, *, tag: str, size: int, channels: int, lazy: bool = False,
              class_names: list[str] | None = None) -> DecodedSplit:
         path = self.archives[split]
         where = f"{tag} {split} ({path})"
         identity = [self.kind, file_identity(path), self.archives["train"] == self.archives["test"]]
-        return cached_decode(tag, split, identity, size, channels, lambda: self.members(split),
-                             where, self.describe())
+        try:
+            return cached_decode(tag, split, identity, size, channels, lambda: self.members(split),
+                                 where, self.describe())
+        except EmptySplitError:
+            raise DataFormatError(self._no_images(split)) from None
 
 
 def _hf_columns(ds: Any, image_col: str | None, label_col: str | None) -> tuple[str, str]:

@@ -354,3 +354,11 @@ def test_cached_report_keeps_the_full_bad_count(tmp_path):
     for _ in range(2):  # decode, then from the cache
         with pytest.warns(UserWarning, match="skipped 6 of 708"):
             Tiny(data=str(arc)).load_split("train")
+
+
+def test_lone_train_archive_says_what_is_missing(tmp_path):
+    files = {k: v for k, v in layout().items() if k.startswith("train/")}
+    arc = write_tar(tmp_path / "only-train.tar.gz", files)
+    with pytest.raises(DataFormatError, match=r"no images under a test/ or val/ or validation/ folder, and no sibling") as exc:
+        Tiny(data=str(arc)).load_split("train")
+    assert "\n" not in str(exc.value)
