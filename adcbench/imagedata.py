@@ -200,6 +200,21 @@ class ArrayImageDataset(ImageDataset):
         rows = np.asarray(idx, dtype=np.int64)
         return self.images[rows], self.labels[rows]
 
+    # Spawned DataLoader workers (macOS, Windows) receive the dataset pickled: send the memmap's
+    # file name and reopen it there, instead of copying every image into each worker.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        img = self.images
+        if isinstance(img, np.memmap) and img.filename and img.offset == 0 and img.flags.c_contiguous:
+            state["images"] = ("memmap", str(img.filename), tuple(img.shape))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("images"), tuple):
+            _, filename, shape = state["images"]
+            state["images"] = np.memmap(filename, dtype=np.uint8, mode="r", shape=shape)
+        self.__dict__.update(state)
+
 
 class LazyImageDataset(ImageDataset):
     """Images decoded when fetched, for sets too large to decode up front (ImageNet, Food-101).

@@ -178,6 +178,32 @@ def cached_decode(tag: str, split: str, identity: Any, size: int, channels: int,
     return split_data
 
 
+# -- picklable fetchers for lazy splits (spawned DataLoader workers pickle the dataset) ------------
+class _Item:
+    """i -> how(items[i]) (or how(i) without items)."""
+
+    def __init__(self, items: list[Any] | None, how: Callable[[Any], Any] | None = None) -> None:
+        self.items, self.how = items, how
+
+    def __call__(self, i: int) -> Any:
+        x = i if self.items is None else self.items[i]
+        return x if self.how is None else self.how(x)
+
+
+def _payload(cell: dict[str, Any]) -> Any:
+    return cell.get("bytes") or cell.get("path") or b""
+
+
+class _HFPayload:
+    """i -> the encoded bytes (or path) of row i of a `datasets.Dataset` image column."""
+
+    def __init__(self, ds: Any, column: str) -> None:
+        self.ds, self.column = ds, column
+
+    def __call__(self, i: int) -> Any:
+        return _payload(self.ds[i][self.column])
+
+
 # -- sources ---------------------------------------------------------------------------------------
 class Source:
     """A dataset location that can produce the `train` and `test` splits."""
@@ -228,7 +254,8 @@ class FolderSource(Source):
         if lazy:
             index = {c: i for i, c in enumerate(classes)}
             labels = np.array([index[c] for c, _ in files], dtype=np.int64)
-            return LazySplit(lambda i: files[i][1], lambda i: str(files[i][1]), labels, classes,
+            paths = [p for _, p in files]
+            return LazySplit(_Item(paths), _Item(paths, str), labels, classes,
                              self.describe())
         identity = [self.kind, str(self.dirs[split].resolve()),
                     [(str(p.relative_to(self.dirs[split])), p.stat().st_size, p.stat().st_mtime_ns)
@@ -411,7 +438,7 @@ class HFSource(Source):
         return [str(v) for v in range(int(max(self.splits[split][self.cols[split][1]])) + 1)]
 
     def _payload(self, cell: dict[str, Any]) -> Any:
-        return cell.get("bytes") or cell.get("path") or b""
+        return _payload(cell)
 
     def load(self, split: str, *, tag: str, size: int, channels: int, lazy: bool = False,
              class_names: list[str] | None = None) -> DecodedSplit | LazySplit:
@@ -420,7 +447,7 @@ class HFSource(Source):
         where = f"{tag} {split} ({self.description})"
         raw_labels = np.asarray(ds[lab], dtype=np.int64)
         if lazy:
-            return LazySplit(lambda i: self._payload(ds[i][img]), lambda i: f"{self.description}[{i}]",
+            return LazySplit(_HFPayload(ds, img), _Item(None, f"{self.description}[{{}}]".format),
                              raw_labels, classes, self.description)
 
         def items() -> Iterator[tuple[str, Any, str]]:

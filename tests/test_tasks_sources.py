@@ -362,3 +362,30 @@ def test_lone_train_archive_says_what_is_missing(tmp_path):
     with pytest.raises(DataFormatError, match=r"no images under a test/ or val/ or validation/ folder, and no sibling") as exc:
         Tiny(data=str(arc)).load_split("train")
     assert "\n" not in str(exc.value)
+
+
+def test_cached_dataset_pickles_as_a_file_reference(tmp_path):
+    import pickle
+
+    task = Tiny(data=str(write_tar(tmp_path / "x.tar.gz", layout(n_train=50))))
+    train = task.splits(0.1).eval.dataset  # the evaluation view: deterministic items
+    blob = pickle.dumps(train)
+    assert len(blob) < train.images.nbytes  # images are not copied into the pickle
+    clone = pickle.loads(blob)
+    assert all(torch.equal(clone[i][0], train[i][0]) and clone[i][1] == train[i][1] for i in range(0, 150, 7))
+
+
+def test_lazy_datasets_pickle(tmp_path):
+    import pickle
+
+    import datasets
+
+    folder = TinyLazy(data=str(write_folder(tmp_path / "ds", layout()))).load_split("test")
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(CLASSES))})
+    rows = {"image": [{"bytes": encode(COLOURS[c]), "path": None} for c in CLASSES], "label": [0, 1, 2]}
+    one = datasets.Dataset.from_dict(rows, features=feats)
+    datasets.DatasetDict({"train": one, "test": one}).save_to_disk(str(tmp_path / "hf"))
+    hf = TinyLazy(data=str(tmp_path / "hf")).load_split("test")
+    for ds in (folder, hf):
+        clone, last = pickle.loads(pickle.dumps(ds)), len(ds) - 1
+        assert torch.equal(clone[last][0], ds[last][0]) and clone[last][1] == ds[last][1] == 2
