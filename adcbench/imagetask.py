@@ -86,6 +86,9 @@ class ImageTask(Task):
     store_channels: ClassVar[int] = 3
     lazy: ClassVar[bool] = False  # decode on fetch (ImageNet-sized) instead of caching arrays
     default_init: ClassVar[str] = "scratch"
+    # The reference's communication budget Γ in sample-equivalents (10 epochs of Base), where the
+    # paper or its code sets one (informational: a byte budget is what the loop enforces).
+    budget_samples: ClassVar[int | None] = None
     augment: str = "none"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -211,6 +214,7 @@ class ImageTask(Task):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out.update(preset=self.config["preset"], augment=self.augment, init=self.default_init,
+                   budget_samples=self.budget_samples,
                    in_chans=self.in_chans, arch_kwargs=dict(self.arch_kwargs))
         return out
 

@@ -46,6 +46,7 @@ class Cifar100(ImageTask):
     data_env = "ADCBENCH_CIFAR100"
     hub_id = "uoft-cs/cifar100"
     hub_image_col, hub_label_col = "img", "fine_label"
+    budget_samples = 500_000  # the paper's Γ: 10 epochs of Base
     presets = {"paper224": PAPER224, "cpu32": CPU32}
     default_preset = "paper224"
     split_index = 3

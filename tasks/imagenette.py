@@ -28,6 +28,7 @@ class Imagenette(ImageTask):
     hub_id = "frgfm/imagenette"
     hub_splits = {"train": "train", "test": "validation"}
     hub_image_col, hub_label_col = "image", "label"
+    budget_samples = 100_000  # the reference code's Imagenette budget
     presets = {
         "cpu112": Preset(image_size=112, store_size=112, arch="vit",
                          arch_kwargs=small_vit(112, 16), batch_size=64, lr=1e-3, epochs=10,

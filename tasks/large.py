@@ -48,6 +48,7 @@ class Food101(ImageTask):
     source = "hub ethz/food101, or local train/ + test/ class folders"
     data_env = "ADCBENCH_FOOD101"
     hub_id = "ethz/food101"
+    budget_samples = 750_000  # the paper's Γ (about 9.9 epochs)
     hub_splits = {"train": "train", "test": "validation"}
     hub_image_col, hub_label_col = "image", "label"
     lazy = True
