@@ -125,6 +125,11 @@ class Method:
         """Per-sample shape of `rest` for inputs of `in_shape` (default: unchanged)."""
         return in_shape
 
+    def output_shape(self, in_shape: tuple[int, ...], training: bool) -> tuple[int, ...]:
+        """Per-sample shape of what the server-side decode returns (default: the input's, i.e.
+        the stage reconstructs its input; token selection returns its k kept tokens instead)."""
+        return in_shape
+
     def default_terminal(self) -> tuple[str, dict[str, Any]]:
         """Terminal stage appended when this stage ends a chain (default: float32)."""
         return "float", {}

@@ -176,7 +176,7 @@ class Pipeline:
         x = leaf
         for i in range(last - 1, -1, -1):
             x = self.stages[i].decode_forward(_local(msg, i), x, ctx)
-            _check_shape(x, shapes[i], self.stages[i])
+            _check_shape(x, self.stages[i].output_shape(shapes[i], ctx.training), self.stages[i])
         targets = ctx.targets
         if targets is None and "y" in msg:
             y = msg["y"]
