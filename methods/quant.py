@@ -71,14 +71,15 @@ class Quantize(Method):
         x = x.detach().float()
         rows = self._rows(x)
         levels = (1 << bits) - 1
-        lo = rows.min(dim=1, keepdim=True).values
-        step = (rows.max(dim=1, keepdim=True).values - lo) / levels
-        q = (rows - lo) / torch.where(step > 0, step, torch.ones_like(step))
+        lo, hi = torch.aminmax(rows, dim=1, keepdim=True)
+        step = (hi - lo) / levels
+        inv = torch.where(step > 0, 1 / step, torch.zeros_like(step))  # constant group -> code 0
+        q = (rows - lo).mul_(inv)
         if self.config["rounding"] == "stochastic":
-            q = torch.floor(q + torch.rand(q.shape, generator=ctx.generator, dtype=q.dtype))
+            q = q.add_(torch.rand(q.shape, generator=ctx.generator, dtype=q.dtype)).floor_()
         else:
-            q = torch.round(q)
-        codes = q.clamp_(0, levels).to(torch.int32).reshape(x.shape)
+            q = q.round_()
+        codes = q.clamp_(0, levels).to(torch.uint8 if bits <= 8 else torch.int32).reshape(x.shape)
         scale = torch.cat([lo, step], dim=1).reshape(*self._groups(tuple(x.shape)), 2)
         return {"codes": Field.packed(codes, bits, Category.PAYLOAD), "scale": Field.tensor(scale, Category.SIDE)}
 
@@ -96,7 +97,7 @@ class Quantize(Method):
             raise WireFormatError(f"quant: codes outside [0, 2^{bits})")
         s = scale.reshape(-1, 2)
         rows = codes.reshape(s.shape[0], -1).float()
-        return (s[:, :1] + rows * s[:, 1:]).reshape(codes.shape)
+        return torch.addcmul(s[:, :1], rows, s[:, 1:]).reshape(codes.shape)
 
     def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, None]:
         return self._encode(x, self.config["bits"], ctx), None

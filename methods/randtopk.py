@@ -2,9 +2,9 @@
 
 Per sample, k = max(1, round(ratio·n·d)) positions are drawn without replacement: probability
 mass 1 - alpha is spread uniformly over the top-k magnitudes and alpha uniformly over the other
-D - k positions (alpha = 0.1, the value the paper's code hard-codes). Sampling uses the Gumbel
-top-k trick (top-k of log w + Gumbel noise is a draw without replacement proportional to w) with
-the client's seeded generator, so the same seed gives the same bytes.
+D - k positions (alpha = 0.1, the value the paper's code hard-codes). Sampling uses the
+Efraimidis-Spirakis keys (the k largest log(u)/w are a draw without replacement proportional to
+w) with the client's seeded generator, so the same seed gives the same bytes.
 
 Wire format, analytic size and backward are exactly `topk`'s (this class only overrides the
 selection). Eval (`compressed`): plain top-k, without randomization -- the randomization is a
@@ -31,11 +31,17 @@ class RandTopK(TopK):
     def select(self, flat: torch.Tensor, k: int, ctx: Context) -> torch.Tensor:
         N, D = flat.shape
         alpha = self.config["alpha"]
-        if not ctx.training or k == D or alpha == 0.0:
-            return super().select(flat, k, ctx)
         top = super().select(flat, k, ctx)
-        # log-weights: log((1-alpha)/k) on the top-k set, log(alpha/(D-k)) elsewhere
-        logw = torch.full((N, D), math.log(alpha / (D - k)) if alpha > 0 else -math.inf)
-        logw.scatter_(1, top, math.log((1 - alpha) / k) if alpha < 1 else -math.inf)
-        u = torch.rand(N, D, generator=ctx.generator).clamp_(min=1e-12)
-        return (logw - torch.log(-torch.log(u))).topk(k, dim=1, sorted=False).indices
+        if not ctx.training or k == D or alpha == 0.0:
+            return top
+        # Efraimidis-Spirakis: the k largest log(u)/w are a draw without replacement with
+        # probabilities proportional to w; w = (1-alpha)/k on the top-k set, alpha/(D-k) elsewhere.
+        # One log over D values (cheaper than Gumbel's two); w_rest > 0 here.
+        w_top, w_rest = (1 - alpha) / k, alpha / (D - k)
+        keys = torch.rand(N, D, generator=ctx.generator).clamp_(min=1e-30).log_().mul_(1 / w_rest)
+        if w_top > 0:
+            top_keys = keys.gather(1, top).mul_(w_rest / w_top)
+        else:  # alpha = 1: no mass on the top-k set, it is drawn only if the rest runs out
+            top_keys = torch.full((N, k), -math.inf)
+        keys.scatter_(1, top, top_keys)
+        return keys.topk(k, dim=1, sorted=False).indices
