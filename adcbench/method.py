@@ -117,6 +117,12 @@ class Method:
     def analytic_backward(self, batch: int, in_shape: tuple[int, ...]) -> int:
         raise NotImplementedError  # abstract: terminal stages only
 
+    def nominal_ratio(self) -> float | None:
+        """The compression ratio the paper's code would *charge* for this stage (its nominal ξ),
+        or None where the paper has none. Used only for the paper-faithful accounting mode; the
+        benchmark's own numbers are measured bytes."""
+        return None
+
     def sends_labels(self, training: bool) -> bool:
         """True if this stage puts the labels in the message itself (else the pipeline sends `y`)."""
         return False

@@ -102,6 +102,16 @@ class Pipeline:
     def needs_attention(self) -> bool:
         return self.stages[0].needs_attention
 
+    def nominal_ratio(self) -> float | None:
+        """Product of the stages' nominal ratios (None if any stage has none)."""
+        ratio = 1.0
+        for s in self.stages:
+            r = s.nominal_ratio()
+            if r is None:
+                return None
+            ratio *= r
+        return ratio
+
     def resolved(self) -> list[dict[str, Any]]:
         return [{"name": s.registry_name, "params": dict(s.config)} for s in (*self.stages, *self.lossless)]
 

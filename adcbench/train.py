@@ -35,6 +35,10 @@ class RunConfig:
     seed: int = 0
     epochs: int | None = None  # None: the task's default (ignored if budget_bytes is set)
     budget_bytes: int | None = None  # stop before training traffic (fwd+bwd) would exceed this
+    # "measured": the budget counts bytes on the wire (the benchmark's own accounting).
+    # "nominal": the paper's code accounting -- each step costs nominal_xi * (4*B*n*d) per
+    # direction, labels and side information free -- to reproduce the published curves.
+    budget_accounting: str = "measured"
     max_steps: int | None = None
     batch_size: int | None = None
     split: int | None = None
@@ -65,6 +69,7 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         "lr": cfg.lr or task.lr,
         "epochs": cfg.epochs if cfg.epochs is not None else (None if cfg.budget_bytes else task.epochs),
         "budget_bytes": cfg.budget_bytes,
+        "budget_accounting": cfg.budget_accounting,
         "max_steps": cfg.max_steps,
         "eval_every": task.eval_every if cfg.eval_every is None else cfg.eval_every,
         "eval_policy": cfg.eval_policy,
@@ -78,6 +83,8 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         raise ParamError(f"lr={r['lr']} is out of range; valid: float > 0")
     if r["epochs"] is not None and r["epochs"] < 1:
         raise ParamError(f"epochs={r['epochs']} is out of range; valid: integer >= 1")
+    if r["budget_accounting"] not in ("measured", "nominal"):
+        raise ParamError(f"budget accounting {r['budget_accounting']!r}; valid: measured, nominal")
     if r["budget_bytes"] is not None and r["budget_bytes"] <= 0:
         raise ParamError("budget_bytes must be > 0")
     if not 0 <= r["val_fraction"] < 1:
@@ -132,11 +139,18 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
         "provenance": provenance(cfg.device), "status": "running", "history": [],
     }
     eval_bytes_raw, eval_bytes_cmp = {}, {}
+    nominal = pipeline.nominal_ratio()
+    base_step = 4 * settings["batch_size"] * n * d  # the paper's C_Base per step and direction
+    record["nominal"] = {"xi": nominal, "base_bytes_per_step": base_step,
+                         "bytes_per_step": None if nominal is None else nominal * base_step}
+    if settings["budget_accounting"] == "nominal" and nominal is None:
+        raise ParamError(f"{pipeline.spec} has no nominal ratio in the paper; use --budget-accounting measured")
 
     def evaluate(step: int, epoch: float, loss: float, stats: dict[str, float], t0: float) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "step": step, "epoch": round(epoch, 4), "samples": step * settings["batch_size"],
             "bytes_fwd": transport.meter.bytes["fwd"], "bytes_bwd": transport.meter.bytes["bwd"],
+            "nominal_bytes_each_way": None if nominal is None else step * nominal * base_step,
             "breakdown_fwd": dict(transport.meter.parts["fwd"]), "breakdown_bwd": dict(transport.meter.parts["bwd"]),
             "train_loss": loss, "wall_s": round(time.perf_counter() - t0, 3),
         }
@@ -165,8 +179,10 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
     if settings["max_steps"]:
         total_steps = min(total_steps, settings["max_steps"]) if settings["epochs"] else settings["max_steps"]
     budget = settings["budget_bytes"]
-    if budget is not None and not settings["epochs"]:  # estimate for the bar from the analytic size
-        total_steps = budget // max(1, sum(record["analytic_bytes_per_step"].values()))
+    nominal_accounting = settings["budget_accounting"] == "nominal"
+    per_step_estimate = 2 * nominal * base_step if nominal_accounting else sum(record["analytic_bytes_per_step"].values())
+    if budget is not None and not settings["epochs"]:  # estimate for the bar
+        total_steps = int(budget // max(1, per_step_estimate))
     eval_every = settings["eval_every"] or steps_per_epoch
     bar = _progress(cfg.progress, total_steps, f"{cfg.task} {pipeline.spec}")
     step, loss_sum, loss_n, stats_sum, stopped_by = 0, 0.0, 0, {}, "epochs"
@@ -175,8 +191,11 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
     try:
         for epoch in range(epochs):
             for x, y in train_loader:
-                step_bytes = transport.meter.last["fwd"] + transport.meter.last["bwd"]
-                if budget is not None and transport.meter.train_total + step_bytes > budget:
+                if nominal_accounting:
+                    spent, step_bytes = 2 * step * nominal * base_step, 2 * nominal * base_step
+                else:
+                    spent, step_bytes = transport.meter.train_total, transport.meter.last["fwd"] + transport.meter.last["bwd"]
+                if budget is not None and spent + step_bytes > budget:
                     stopped_by = "budget"
                     break
                 if settings["max_steps"] and step >= settings["max_steps"]:

@@ -86,6 +86,11 @@ class ADC(Method):
     def sends_labels(self, training: bool) -> bool:
         return training
 
+    def nominal_ratio(self) -> float:
+        # What the authors' code charges: the nominal xi, whatever T*k/(B*n) really is (and
+        # with rule C it really is xi^(3/4)); labels are not charged there.
+        return self.config["xi"]
+
     # -- client ---------------------------------------------------------------------------------
     def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
         if ctx.attention is None:

@@ -40,6 +40,9 @@ class FloatWire(Method):
     def decode_backward(self, fields: Decoded, ctx: Context) -> torch.Tensor:
         return _get(fields, "g", self.dtype).float()
 
+    def nominal_ratio(self) -> float:
+        return torch.empty((), dtype=self.dtype).element_size() / 4
+
     def _nbytes(self, batch: int, in_shape: tuple[int, ...]) -> int:
         return batch * math.prod(in_shape) * torch.empty((), dtype=self.dtype).element_size()
 

@@ -20,5 +20,8 @@ class NoCompression(Method):
         assert rest is not None
         return rest
 
+    def nominal_ratio(self) -> float:
+        return 1.0
+
     def analytic_forward(self, batch: int, in_shape: tuple[int, ...], training: bool) -> tuple[int, int]:
         return 0, batch

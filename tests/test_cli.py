@@ -1,0 +1,108 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from adcbench.cli import main
+from adcbench.results import read_records
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "adcbench.cli", *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--method", "adcc"], "did you mean adc"),
+    (["run", "--task", "digitz"], "did you mean digits"),
+    (["run", "--method", "adc:xi=3"], "'xi'=3.0 is out of range; valid: float in (0, 1]"),
+    (["run", "--method", "adc:bogus=1"], "unknown parameter 'bogus'"),
+    (["run", "--method", "adc:xi"], "expected key=value"),
+    (["run", "--batch-size", "1"], "--batch-size"),
+    (["run", "--budget-bytes", "lots"], "not a byte count"),
+    (["run", "--split", "6"], "split=6 is out of range"),
+    (["methods", "zzz*"], "no method matches"),
+])
+def test_user_errors_one_line_exit_2(args, needle):
+    r = cli(*args)
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_methods_and_tasks_list_the_registry():
+    runner = CliRunner()
+    out = runner.invoke(main, ["methods"]).output
+    for name in ("none", "adc", "float"):
+        assert name in out
+    assert "xi=0.1" in runner.invoke(main, ["methods", "adc"]).output
+    assert "digits" in runner.invoke(main, ["tasks"]).output
+
+
+@pytest.mark.slow
+def test_run_end_to_end_appends_record_with_wire_bytes(tmp_path):
+    r = cli("run", "--method", "adc:xi=0.25", "--max-steps", "12", "--eval-every", "6", "--out", str(tmp_path), "--quiet")
+    assert r.returncode == 0, r.stderr
+    (rec,) = read_records(tmp_path)
+    assert rec["status"] == "completed" and rec["method"] == "adc:xi=0.25" and rec["steps"] == 12
+    assert [h["step"] for h in rec["history"]] == [6, 12]
+    assert rec["bytes"]["fwd"] == sum(rec["bytes"]["breakdown_fwd"].values())
+    per_step = rec["analytic_bytes_per_step"]
+    assert rec["bytes"]["fwd"] - rec["bytes"]["breakdown_fwd"]["framing"] == 12 * per_step["fwd"]
+    assert rec["bytes"]["bwd"] - rec["bytes"]["breakdown_bwd"]["framing"] == 12 * per_step["bwd"]
+    for key in ("config_hash", "seed", "provenance", "cut", "stages"):
+        assert key in rec
+    assert rec["provenance"]["torch"].startswith("2.")
+    assert "acc" in rec["history"][-1] and "acc_compressed" in rec["history"][-1]
+    assert rec["history"][-1]["stats"]["adc.T"] == 32  # batch 64, rule B, xi 0.25 -> T = 0.5 * 64
+
+
+@pytest.mark.slow
+def test_same_seed_same_bytes_and_accuracy(tmp_path):
+    recs = []
+    for i, seed in enumerate((3, 3, 4)):
+        r = cli("run", "--method", "adc", "--max-steps", "15", "--seed", str(seed), "--out", str(tmp_path / str(i)), "--quiet")
+        assert r.returncode == 0, r.stderr
+        recs.append(read_records(tmp_path / str(i))[0])
+    a, b, c = recs
+    assert a["bytes"] == b["bytes"] and a["history"][-1]["acc"] == b["history"][-1]["acc"]
+    assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+    assert a["config_hash"] == c["config_hash"]
+    assert a["history"][-1]["train_loss"] != c["history"][-1]["train_loss"]
+
+
+@pytest.mark.slow
+def test_nan_loss_exits_2_and_keeps_a_failed_record(tmp_path):
+    r = cli("run", "--method", "none", "--lr", "1e30", "--epochs", "3", "--out", str(tmp_path), "--quiet")
+    assert r.returncode == 2
+    assert "loss became" in r.stderr and "Traceback" not in r.stderr
+    (rec,) = read_records(tmp_path)
+    assert rec["status"] == "failed" and "TrainingDivergedError" in rec["error"]
+
+
+@pytest.mark.slow
+def test_sweep_skips_completed_and_leaderboard_renders(tmp_path):
+    out = str(tmp_path / "res")
+    r = cli("sweep", "--method", "adc:xi={0.1,0.5}", "--method", "none", "--seeds", "0-1", "--max-steps", "4",
+            "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert len(read_records(out)) == 6
+    r = cli("sweep", "--method", "adc:xi=0.5", "--seeds", "0", "--max-steps", "4", "--out", out, "--quiet")
+    assert "skipped" in r.stdout and len(read_records(out)) == 6
+    md, plots = tmp_path / "lb.md", tmp_path / "plots"
+    r = cli("leaderboard", "--results", out, "--out", str(md), "--plots", str(plots))
+    assert r.returncode == 0, r.stderr
+    text = md.read_text()
+    assert "| `adc:xi=0.5` | 2 |" in text and "| `none` | 2 |" in text
+    assert (plots / "digits.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_default_run_none_reaches_90_percent_on_digits(tmp_path):
+    """The offline default must be a meaningful benchmark: `none` learns digits (>= 90 %)."""
+    r = cli("run", "--method", "none", "--eval-policy", "raw", "--out", str(tmp_path), "--quiet")
+    assert r.returncode == 0, r.stderr
+    (rec,) = read_records(tmp_path)
+    assert rec["final"]["acc"] >= 0.90
