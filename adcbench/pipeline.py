@@ -191,10 +191,11 @@ class Pipeline:
         if targets is None and "y" in msg:
             y = msg["y"]
             C = ctx.cut.num_classes
-            if (not isinstance(y, torch.Tensor) or y.dim() != 1 or y.dtype.is_floating_point
-                    or y.dtype == torch.bool or (y.numel() and (int(y.min()) < 0 or int(y.max()) >= C))):
-                raise WireFormatError(f"labels must be a vector of class indices in [0, {C})")
-            targets = y.long()
+            if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+                raise WireFormatError("labels must be a vector of integer class indices")
+            targets = y.long()  # uint16/uint32 have no min/max kernels; int64 holds every label type
+            if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= C):
+                raise WireFormatError(f"labels must be class indices in [0, {C})")
         return x, leaf, targets
 
     def encode_backward(self, grad: torch.Tensor, ctx: Context) -> Message:

@@ -50,9 +50,9 @@ class Category(enum.IntEnum):
     LABELS = 2  # training targets
 
 
-# Breakdown keys, in the order records list them. `lossless` is the (usually negative) change in
-# size made by a lossless container (zstd/zlib) around the message, header included.
-BREAKDOWN_KEYS = ("payload", "side", "labels", "framing", "lossless")
+# Breakdown keys, in the order records list them. A message inside a lossless container
+# (zstd/zlib) adds `lossless`: the (usually negative) change in size, container header included.
+BREAKDOWN_KEYS = ("payload", "side", "labels", "framing")
 
 # dtype code <-> (torch dtype, numpy little-endian dtype used to carry its bits)
 _DTYPES: dict[int, tuple[torch.dtype, str]] = {
@@ -265,7 +265,7 @@ def breakdown(data: bytes) -> dict[str, int]:
     if bytes(data[: len(CONTAINER_MAGIC)]) == CONTAINER_MAGIC:
         inner = decompress_container(data)
         out = breakdown(inner)
-        out["lossless"] += len(data) - len(inner)
+        out["lossless"] = out.get("lossless", 0) + len(data) - len(inner)
         return out
     out = dict.fromkeys(BREAKDOWN_KEYS, 0)
     for _, category, nbytes, _ in _parse(data, materialize=False):

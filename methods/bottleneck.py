@@ -68,6 +68,9 @@ class Bottleneck(Method):
         self.client_module = mlp(widths)
         self.server_module = mlp(widths[::-1], nn.ReLU() if self.config["decoder_act"] == "relu" else None)
 
+    def nominal_ratio(self) -> float:
+        return self.config["ratio"]  # the authors' code charges the nominal c = d'/d
+
     def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
         assert self.client_module is not None, "setup() first"
         return {}, self.client_module(x)

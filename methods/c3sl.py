@@ -57,6 +57,9 @@ class C3SL(Method):
     def rest_shape(self, in_shape: tuple[int, ...], training: bool) -> tuple[int, ...]:
         return (math.prod(in_shape),)
 
+    def nominal_ratio(self) -> float:
+        return 1 / self.config["R"]
+
     def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
         R = self.config["R"]
         N = x.shape[0]

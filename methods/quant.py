@@ -111,6 +111,10 @@ class Quantize(Method):
     def decode_backward(self, fields: Decoded, ctx: Context) -> torch.Tensor:
         return self._decode(fields, self.grad_bits)
 
+    def nominal_ratio(self) -> float:
+        # The authors' code charges n/32 each way (scales ignored); with grad_bits, the mean.
+        return (self.config["bits"] + self.grad_bits) / 64
+
     # -- analytic size -------------------------------------------------------------------------
     def _nbytes(self, batch: int, in_shape: tuple[int, ...], bits: int) -> int:
         shape = (batch, *in_shape)

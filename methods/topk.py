@@ -65,6 +65,14 @@ class TopK(Method):
     def default_terminal(self) -> tuple[str, dict[str, Any]]:
         return "float", ({} if self.config["values"] == "float32" else {"dtype": self.config["values"]})
 
+    def nominal_ratio(self) -> float:
+        # The paper's charge (after RandTopK): 1/2 [r (1 + ceil(log2(B n d)) / 32) + r] -- value and
+        # a batch-wide index forward, values only backward.
+        r = self.config["ratio"]
+        assert self.cut is not None, "setup() first"
+        index_bits = math.ceil(math.log2(self.cut.batch_size * math.prod(self.in_shape)))
+        return 0.5 * (r * (1 + index_bits / 32) + r)
+
     # -- client ---------------------------------------------------------------------------------
     def select(self, flat: torch.Tensor, k: int, ctx: Context) -> torch.Tensor:
         """Indices (N×k, any order) of the values to keep."""

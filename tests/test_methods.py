@@ -228,3 +228,23 @@ def test_adc_presets_equal_their_recipes() -> None:
     for preset, recipe in (("adc-token:xi=0.25", "adc:batch_rate=1,token_rate=0.25"),
                            ("adc-batch:xi=0.25", "adc:batch_rate=0.25,token_rate=1")):
         assert make(preset).step()[:2] == make(recipe).step()[:2]
+
+
+# --------------------------------------------------------------------------------------------
+# nominal ratios (the paper's code accounting, --budget-accounting nominal)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec,xi", [
+    ("topk:ratio=0.1", 0.1 * 1.359375),  # 23-bit indices at B·n·d = 128·197·192: xi = 1.359 r
+    ("randtopk:ratio=0.01", 0.01 * 1.359375),
+    ("quant:bits=8", 0.25),
+    ("quant:bits=8,grad_bits=4", 0.1875),
+    ("bottleneck:ratio=0.05", 0.05),
+    ("c3sl:R=8", 0.125),
+    ("adc-token:xi=0.1", 0.1),
+    ("tokenprune", None),  # not in the paper: no nominal charge
+])
+def test_nominal_ratio_is_the_papers_charge(spec: str, xi: float | None) -> None:
+    p = Pipeline.from_spec(spec)
+    p.setup(Cut(197, 192, 100, 128))
+    got = p.nominal_ratio()
+    assert got == xi if xi is None else got == pytest.approx(xi)
