@@ -140,6 +140,15 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
         return v.astype(f"<u{bits // 8}").tobytes()
     if bits == 1:
         return np.packbits(v.astype(np.uint8), bitorder="little").tobytes()
+    if bits in (2, 4):  # several values per byte, none straddles a byte
+        per = 8 // bits
+        w = np.zeros(-(-v.size // per) * per, dtype=np.uint8)
+        w[: v.size] = v
+        w = w.reshape(-1, per)
+        out = w[:, 0].copy()
+        for p in range(1, per):
+            out |= w[:, p] << np.uint8(p * bits)
+        return out.tobytes()
     count = v.size
     groups = -(-count // 8)
     g = np.zeros(groups * 8, dtype=np.uint64)
@@ -159,6 +168,12 @@ def unpack_bits(data: bytes | memoryview, count: int, bits: int) -> np.ndarray:
     buf = np.frombuffer(data, dtype=np.uint8)
     if bits == 1:
         return np.unpackbits(buf, count=count, bitorder="little").astype(np.int64)
+    if bits in (2, 4):
+        per, mask = 8 // bits, np.uint8((1 << bits) - 1)
+        out = np.empty((len(buf), per), dtype=np.uint8)
+        for p in range(per):
+            np.bitwise_and(buf >> np.uint8(p * bits), mask, out=out[:, p])
+        return out.ravel()[:count].astype(np.int64)
     groups = -(-count // 8)
     full = np.zeros(groups * bits, dtype=np.uint8)
     n = min(len(buf), full.size)

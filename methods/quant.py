@@ -93,8 +93,10 @@ class Quantize(Method):
                                   f"{tuple(codes.shape)} (expected {(*groups, 2)} float32)")
         if not torch.isfinite(scale).all() or bool((scale[..., 1] < 0).any()):
             raise WireFormatError("quant: scales must be finite with a non-negative step")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= (1 << bits)):
-            raise WireFormatError(f"quant: codes outside [0, 2^{bits})")
+        if codes.numel():
+            lo, hi = torch.aminmax(codes)
+            if int(lo) < 0 or int(hi) >= (1 << bits):
+                raise WireFormatError(f"quant: codes outside [0, 2^{bits})")
         s = scale.reshape(-1, 2)
         rows = codes.reshape(s.shape[0], -1).float()
         return torch.addcmul(s[:, :1], rows, s[:, 1:]).reshape(codes.shape)
