@@ -71,6 +71,9 @@ class Method:
     terminal: ClassVar[bool] = False  # encodes its input completely; must be the last stage
     # What `eval_policy=compressed` does for this stage, in words (documented in `methods`).
     eval_compressed: ClassVar[str] = "same as training"
+    # The knob that sets the rate and 2-3 values from mild to tight (bytes must strictly fall
+    # along them); the contract tests and the benchmark sweep it. None: no rate knob.
+    rate_param: ClassVar[tuple[str, tuple[Any, ...]] | None] = None
 
     def __init__(self, **params: Any) -> None:
         self.config: dict[str, Any] = resolve_params(self.params, params, f"method {self.registry_name}")
@@ -127,6 +130,15 @@ class Method:
     def rest_shape(self, in_shape: tuple[int, ...], training: bool) -> tuple[int, ...]:
         """Per-sample shape of `rest` for inputs of `in_shape` (default: unchanged)."""
         return in_shape
+
+    def output_shape(self, in_shape: tuple[int, ...], training: bool) -> tuple[int, ...]:
+        """Per-sample shape of what the server-side decode returns (default: the input's, i.e.
+        the stage reconstructs its input; token selection returns its k kept tokens instead)."""
+        return in_shape
+
+    def default_terminal(self) -> tuple[str, dict[str, Any]]:
+        """Terminal stage appended when this stage ends a chain (default: float32)."""
+        return "float", {}
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from .errors import ParamError
+from .errors import ParamError, WireFormatError
 from .method import METHODS, Context, Cut, Method, label_field, label_nbytes
 from .params import parse_spec
 from .wire import Message
@@ -78,8 +78,13 @@ class Pipeline:
             if s.needs_attention:  # type: ignore[union-attr]
                 raise ParamError(f"{s.registry_name} needs the client's attention scores and must come first")
         self.user_spec = "+".join(s.spec for s in stages)
+        for s in lossy[:-1]:
+            if s.default_terminal() != (DEFAULT_TERMINAL, {}):  # type: ignore[union-attr]
+                raise ParamError(f"{s.spec}: its value dtype applies only when it is the last lossy stage; "
+                                 f"set the dtype on the stage that follows it instead")
         if not lossy[-1].terminal:  # type: ignore[union-attr]
-            lossy.append(METHODS.get(DEFAULT_TERMINAL)())
+            name, params = lossy[-1].default_terminal()  # type: ignore[union-attr]
+            lossy.append(METHODS.get(name)(**params))
         self.stages: list[Method] = lossy  # type: ignore[assignment]
         self.lossless: list[LosslessStage] = lossless  # type: ignore[assignment]
         self.cut: Cut | None = None
@@ -161,17 +166,36 @@ class Pipeline:
         return self.stages[last].decode_backward(_local(msg, last), ctx)
 
     # -- server ---------------------------------------------------------------------------------
+    def input_shapes(self, training: bool) -> list[tuple[int, ...]]:
+        """Per-sample input shape of every lossy stage (the first one's is n×d)."""
+        assert self.cut is not None, "setup() first"
+        shapes = [(self.cut.tokens, self.cut.dim)]
+        for s in self.stages[:-1]:
+            shapes.append(s.rest_shape(shapes[-1], training))
+        return shapes
+
     def decode_forward(self, msg: Message, ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Returns (server input, the leaf whose gradient is sent back, targets)."""
+        """Returns (server input, the leaf whose gradient is sent back, targets).
+        Every stage's output is checked against the shape the spec implies, so a well-formed
+        message with wrong shapes is a WireFormatError, not an error deep inside the server."""
         last = len(self.stages) - 1
+        shapes = self.input_shapes(ctx.training)
         leaf = self.stages[last].decode_forward(_local(msg, last), None, ctx)
+        _check_shape(leaf, shapes[last], self.stages[last])
         leaf = leaf.detach().float().requires_grad_(ctx.training)
         x = leaf
         for i in range(last - 1, -1, -1):
             x = self.stages[i].decode_forward(_local(msg, i), x, ctx)
+            _check_shape(x, self.stages[i].output_shape(shapes[i], ctx.training), self.stages[i])
         targets = ctx.targets
         if targets is None and "y" in msg:
-            targets = msg["y"].long()  # type: ignore[union-attr]
+            y = msg["y"]
+            C = ctx.cut.num_classes
+            if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+                raise WireFormatError("labels must be a vector of integer class indices")
+            targets = y.long()  # uint16/uint32 have no min/max kernels; int64 holds every label type
+            if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= C):
+                raise WireFormatError(f"labels must be class indices in [0, {C})")
         return x, leaf, targets
 
     def encode_backward(self, grad: torch.Tensor, ctx: Context) -> Message:
@@ -200,6 +224,13 @@ class Pipeline:
         if labels and not labels_by_stage:
             fwd += label_nbytes(batch, self.cut.num_classes)
         return fwd, bwd
+
+
+def _check_shape(x: torch.Tensor, shape: tuple[int, ...], stage: Method) -> None:
+    if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != tuple(shape) or not x.dtype.is_floating_point:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise WireFormatError(f"{stage.registry_name}: decoded a tensor of shape {got}, expected (batch, "
+                              f"{', '.join(map(str, shape))})")
 
 
 def _local(msg: Message, index: int) -> dict[str, Any]:

@@ -50,7 +50,8 @@ class Category(enum.IntEnum):
     LABELS = 2  # training targets
 
 
-# Breakdown keys, in the order records list them.
+# Breakdown keys, in the order records list them. A message inside a lossless container
+# (zstd/zlib) adds `lossless`: the (usually negative) change in size, container header included.
 BREAKDOWN_KEYS = ("payload", "side", "labels", "framing")
 
 # dtype code <-> (torch dtype, numpy little-endian dtype used to carry its bits)
@@ -122,49 +123,70 @@ def bits_for(n_values: int) -> int:
 # --------------------------------------------------------------------------------------------
 # bit packing (vectorized numpy; LSB-first within the stream)
 # --------------------------------------------------------------------------------------------
+# Any width: 8 consecutive values of `bits` bits fill exactly `bits` bytes, so the stream is a
+# matrix of groups (rows of 8 values <-> rows of `bits` bytes). Value p of a group starts at bit
+# p*bits of its row; a fixed loop over p and over the <= 5 bytes it touches packs every row at
+# once (values never overlap, so OR-ing bytes is exact).
+def _group_layout(bits: int) -> list[tuple[int, int, int]]:
+    """(position p, first byte, bit offset) for each of the 8 values of a group."""
+    return [(p, (p * bits) // 8, (p * bits) % 8) for p in range(8)]
+
+
 def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    v = np.ascontiguousarray(values, dtype=np.uint64).ravel()
-    if v.size and int(v.max()) >> bits:
-        raise ValueError(f"value {int(v.max())} does not fit in {bits} bits")
+    v = np.ascontiguousarray(values).ravel()
+    if v.size and (int(v.min()) < 0 or int(v.max()) >> bits):
+        raise ValueError(f"values must lie in [0, 2**{bits}) to pack in {bits} bits")
     if bits in (8, 16, 32):
         return v.astype(f"<u{bits // 8}").tobytes()
-    if 8 % bits == 0:  # 1, 2, 4 bits: several values per byte, no value straddles a byte
+    if bits == 1:
+        return np.packbits(v.astype(np.uint8), bitorder="little").tobytes()
+    if bits in (2, 4):  # several values per byte, none straddles a byte
         per = 8 // bits
-        pad = (-v.size) % per
-        w = np.concatenate([v.astype(np.uint8), np.zeros(pad, np.uint8)]).reshape(-1, per)
-        shifts = (np.arange(per, dtype=np.uint8) * bits).astype(np.uint8)
-        return np.bitwise_or.reduce(w << shifts, axis=1).astype(np.uint8).tobytes()
-    # General width: expand to a bit matrix, then pack. Chunked to bound memory.
-    out = bytearray()
-    chunk = 8 * 65536  # multiple of 8 values -> every chunk ends on a byte boundary
-    shifts = np.arange(bits, dtype=np.uint64)
-    for start in range(0, v.size, chunk):
-        part = v[start : start + chunk]
-        bitmat = ((part[:, None] >> shifts) & 1).astype(np.uint8)
-        out += np.packbits(bitmat.ravel(), bitorder="little").tobytes()
-    return bytes(out)
+        w = np.zeros(-(-v.size // per) * per, dtype=np.uint8)
+        w[: v.size] = v
+        w = w.reshape(-1, per)
+        out = w[:, 0].copy()
+        for p in range(1, per):
+            out |= w[:, p] << np.uint8(p * bits)
+        return out.tobytes()
+    count = v.size
+    groups = -(-count // 8)
+    g = np.zeros(groups * 8, dtype=np.uint64)
+    g[:count] = v
+    g = g.reshape(groups, 8)
+    out = np.zeros((groups, bits), dtype=np.uint8)
+    for p, first, off in _group_layout(bits):
+        w = g[:, p] << np.uint64(off)
+        for j in range((off + bits + 7) // 8):
+            out[:, first + j] |= ((w >> np.uint64(8 * j)) & np.uint64(0xFF)).astype(np.uint8)
+    return out.tobytes()[: packed_nbytes(count, bits)]
 
 
 def unpack_bits(data: bytes | memoryview, count: int, bits: int) -> np.ndarray:
-    buf = np.frombuffer(data, dtype=np.uint8)
     if bits in (8, 16, 32):
         return np.frombuffer(data, dtype=f"<u{bits // 8}", count=count).astype(np.int64)
-    if 8 % bits == 0:
-        per = 8 // bits
-        shifts = (np.arange(per, dtype=np.uint8) * bits).astype(np.uint8)
-        mask = np.uint8((1 << bits) - 1)
-        vals = (buf[:, None] >> shifts) & mask
-        return vals.ravel()[:count].astype(np.int64)
-    out = np.empty(count, dtype=np.int64)
-    chunk = 8 * 65536
-    weights = (np.uint64(1) << np.arange(bits, dtype=np.uint64))
-    for start in range(0, count, chunk):
-        n = min(chunk, count - start)
-        lo = start * bits // 8
-        hi = packed_nbytes(start + n, bits) if start + n < count else len(buf)
-        b = np.unpackbits(buf[lo:hi], bitorder="little")[: n * bits].reshape(n, bits)
-        out[start : start + n] = (b.astype(np.uint64) @ weights).astype(np.int64)
-    return out
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if bits == 1:
+        return np.unpackbits(buf, count=count, bitorder="little").astype(np.int64)
+    if bits in (2, 4):
+        per, mask = 8 // bits, np.uint8((1 << bits) - 1)
+        out = np.empty((len(buf), per), dtype=np.uint8)
+        for p in range(per):
+            np.bitwise_and(buf >> np.uint8(p * bits), mask, out=out[:, p])
+        return out.ravel()[:count].astype(np.int64)
+    groups = -(-count // 8)
+    full = np.zeros(groups * bits, dtype=np.uint8)
+    n = min(len(buf), full.size)
+    full[:n] = buf[:n]
+    rows = full.reshape(groups, bits)
+    mask = np.uint64((1 << bits) - 1)
+    out = np.empty((groups, 8), dtype=np.int64)
+    for p, first, off in _group_layout(bits):
+        w = np.zeros(groups, dtype=np.uint64)
+        for j in range((off + bits + 7) // 8):
+            w |= rows[:, first + j].astype(np.uint64) << np.uint64(8 * j)
+        out[:, p] = ((w >> np.uint64(off)) & mask).astype(np.int64)
+    return out.ravel()[:count]
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +274,14 @@ def _tensor_bytes(t: torch.Tensor, np_dtype: str) -> bytes:
 
 def breakdown(data: bytes) -> dict[str, int]:
     """Bytes of an encoded message by category; `framing` is headers + names + CRC.
-    The values sum to len(data). Raises WireFormatError on malformed bytes."""
+    The values sum to len(data). A lossless container (`ADCZ`) reports the breakdown of the
+    message inside it plus `lossless` = len(container) - len(inner message), so payload, side and
+    labels stay the uncompressed information bytes. Raises WireFormatError on malformed bytes."""
+    if bytes(data[: len(CONTAINER_MAGIC)]) == CONTAINER_MAGIC:
+        inner = decompress_container(data)
+        out = breakdown(inner)
+        out["lossless"] = out.get("lossless", 0) + len(data) - len(inner)
+        return out
     out = dict.fromkeys(BREAKDOWN_KEYS, 0)
     for _, category, nbytes, _ in _parse(data, materialize=False):
         out[category.name.lower()] += nbytes
@@ -343,3 +372,78 @@ def _parse(data: bytes, materialize: bool) -> Iterator[tuple[str, Category, int,
             yield name, category, nbytes, Field(kind, category, torch.from_numpy(vals).reshape(shape), bits)
     if pos != len(body):
         raise WireFormatError(f"{len(body) - pos} unexpected trailing bytes after the last field")
+
+
+# --------------------------------------------------------------------------------------------
+# Lossless container: an encoded message (or container) compressed as a whole
+# --------------------------------------------------------------------------------------------
+#   container := MAGIC "ADCZ" | u8 algorithm | u32 inner length | body
+# algorithm 0 = stored (body is the inner bytes; used whenever compression would not shrink them,
+# so a container is never more than CONTAINER_HEADER bytes larger than what it holds),
+# 1 = zlib, 2 = zstd. Integrity: the inner message carries its own CRC32; zlib adds Adler-32.
+CONTAINER_MAGIC = b"ADCZ"
+CONTAINER_HEADER = len(CONTAINER_MAGIC) + 1 + 4
+MAX_INNER_BYTES = 1 << 31  # refuse to inflate beyond 2 GiB (decompression bombs)
+
+
+class Codec(enum.IntEnum):
+    STORED = 0
+    ZLIB = 1
+    ZSTD = 2
+
+
+def compress_container(data: bytes, codec: Codec, level: int) -> bytes:
+    if len(data) >= MAX_INNER_BYTES:
+        raise ValueError("message too large for a lossless container")
+    if codec == Codec.ZLIB:
+        body = zlib.compress(data, level)
+    elif codec == Codec.ZSTD:
+        import zstandard
+
+        body = zstandard.ZstdCompressor(level=level, write_content_size=False).compress(data)
+    else:
+        body = data
+    if len(body) >= len(data):
+        codec, body = Codec.STORED, data
+    return CONTAINER_MAGIC + struct.pack("<BI", int(codec), len(data)) + body
+
+
+def decompress_container(data: bytes, expect: Codec | None = None) -> bytes:
+    """Inverse of `compress_container`; `expect` also accepts STORED. WireFormatError on bad bytes."""
+    data = bytes(data)
+    if len(data) < CONTAINER_HEADER or data[: len(CONTAINER_MAGIC)] != CONTAINER_MAGIC:
+        raise WireFormatError("not a lossless container (bad magic bytes or truncated header)")
+    code, length = struct.unpack_from("<BI", data, len(CONTAINER_MAGIC))
+    try:
+        codec = Codec(code)
+    except ValueError:
+        raise WireFormatError(f"unknown lossless algorithm {code}") from None
+    if expect is not None and codec not in (expect, Codec.STORED):
+        raise WireFormatError(f"expected a {expect.name.lower()} container, got {codec.name.lower()}")
+    if length >= MAX_INNER_BYTES:
+        raise WireFormatError(f"lossless container claims {length} inner bytes")
+    body = data[CONTAINER_HEADER:]
+    try:
+        if codec == Codec.STORED:
+            inner = body
+        elif codec == Codec.ZLIB:
+            d = zlib.decompressobj()
+            inner = d.decompress(body, length + 1)
+            if not d.eof or d.unused_data or d.unconsumed_tail:
+                raise WireFormatError("zlib stream truncated or followed by extra bytes")
+        else:
+            import zstandard
+
+            # Bounded first (raises if the frame is truncated or inflates past `length`), then a
+            # streaming pass that sees trailing bytes, which the one-shot call ignores.
+            inner = zstandard.ZstdDecompressor().decompress(body, max_output_size=max(1, length))
+            d = zstandard.ZstdDecompressor().decompressobj()
+            if d.decompress(body) != inner or not d.eof or d.unused_data:
+                raise WireFormatError("zstd frame truncated or followed by extra bytes")
+    except WireFormatError:
+        raise
+    except Exception as exc:  # zlib.error, zstandard.ZstdError, MemoryError on absurd frames
+        raise WireFormatError(f"{codec.name.lower()} data is corrupted: {exc}") from None
+    if len(inner) != length:
+        raise WireFormatError(f"lossless container: {len(inner)} inner bytes, header says {length}")
+    return inner

@@ -57,6 +57,7 @@ class ADC(Method):
     )
     needs_attention = True
     eval_compressed = "per-sample token selection (CLS + own top-(k-1) tokens), no merging"
+    rate_param = ("xi", (0.5, 0.2, 0.05))
 
     # -- rates ----------------------------------------------------------------------------------
     def rates(self) -> tuple[float, float]:
@@ -78,6 +79,9 @@ class ADC(Method):
     def rest_shape(self, in_shape: tuple[int, ...], training: bool) -> tuple[int, ...]:
         n, d = in_shape
         return (self.tokens(n), d)
+
+    def output_shape(self, in_shape: tuple[int, ...], training: bool) -> tuple[int, ...]:
+        return self.rest_shape(in_shape, training)  # the server works on the kept tokens
 
     def sends_labels(self, training: bool) -> bool:
         return training

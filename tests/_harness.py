@@ -1,0 +1,58 @@
+"""A tiny split ViT wired to the real Client/Server roles, for method contract tests."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from adcbench.method import Cut
+from adcbench.pipeline import Pipeline
+from adcbench.roles import Client, Server
+from adcbench.split import cut_shape, split_vit
+
+TINY = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=32, depth=4, num_heads=2)
+CLASSES = 10
+BATCH = 16
+SPLIT = 2
+CPU = torch.device("cpu")
+# Tiny shapes: intra-op thread pools cost more than they save (5x slower on a busy 2-core box).
+torch.set_num_threads(1)
+
+
+@dataclasses.dataclass
+class Harness:
+    pipeline: Pipeline
+    client: Client
+    server: Server
+    cut: Cut
+
+    def batch(self, size: int = BATCH, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(size, 1, 8, 8, generator=g), torch.arange(size) % CLASSES
+
+    def step(self, size: int = BATCH, seed: int = 0) -> tuple[bytes, bytes, float]:
+        """One training step through real bytes: (forward bytes, backward bytes, loss)."""
+        x, y = self.batch(size, seed)
+        fwd = self.client.forward(x, y, 0)
+        bwd, loss = self.server.train_step(fwd, 0)
+        self.client.backward(bwd)
+        return fwd, bwd, loss
+
+    def eval_bytes(self, size: int, seed: int = 0) -> tuple[bytes, bytes]:
+        x, _ = self.batch(size, seed)
+        fwd = self.client.forward_eval(x, self.pipeline)
+        return fwd, self.server.predict(fwd, self.pipeline)
+
+
+def make(spec: str, seed: int = 0, batch: int = BATCH) -> Harness:
+    torch.manual_seed(seed)
+    vit = VisionTransformer(num_classes=CLASSES, **TINY)
+    pipeline = Pipeline.from_spec(spec)
+    client_net, server_net = split_vit(vit, SPLIT, capture_attention=pipeline.needs_attention)
+    n, d = cut_shape(client_net, TINY["img_size"], TINY["in_chans"])
+    cut = Cut(n, d, CLASSES, batch, client_net.num_prefix_tokens)
+    pipeline.setup(cut)
+    return Harness(pipeline, Client(client_net, pipeline, cut, 1e-3, seed, CPU),
+                   Server(server_net, pipeline, cut, 1e-3, seed, CPU), cut)

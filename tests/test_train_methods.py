@@ -1,0 +1,29 @@
+"""Every registered method trains end to end on the offline digits task (a few steps)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adcbench.method import METHODS
+from adcbench.pipeline import LosslessStage
+from adcbench.train import RunConfig, run
+
+SPECS = [f"quant:bits=4+{n}" if issubclass(METHODS.get(n), LosslessStage) else n for n in METHODS.names()]
+SPECS += ["adc:xi=0.1+quant:bits=8", "bottleneck:ratio=0.1+quant:bits=4", "topk:ratio=0.1+quant:bits=8+zstd"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", SPECS)
+def test_trains_on_digits(spec: str) -> None:
+    torch.set_num_threads(1)
+    rec = run(RunConfig(method=spec, task="digits", max_steps=5, epochs=1, eval_every=5, out=None,
+                        progress=False))
+    assert rec["status"] == "completed" and rec["steps"] == 5
+    fwd, bwd = rec["analytic_bytes_per_step"]["fwd"], rec["analytic_bytes_per_step"]["bwd"]
+    parts = rec["bytes"]["breakdown_fwd"]
+    assert parts["payload"] + parts["side"] + parts["labels"] == 5 * fwd
+    parts = rec["bytes"]["breakdown_bwd"]
+    assert parts["payload"] + parts["side"] + parts["labels"] == 5 * bwd
+    final = rec["final"]
+    assert 0 <= final["acc"] <= 1 and 0 <= final["acc_compressed"] <= 1
