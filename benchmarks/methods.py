@@ -1,6 +1,6 @@
 """Bytes, time and memory of every method at the paper's shapes (B = 128, n = 197, d = 192).
 
-    python benchmarks/methods.py [--quick] [--out docs/benchmarks/methods.md]
+    python benchmarks/methods.py [--quick] [--threads N] [--out docs/benchmarks/methods.md]
 
 A DeiT-Tiny (`deit_tiny_patch16_224`, pretrained=False, 100 classes) is split after block 3 and
 run on CPU on one batch of Gaussian images. For each method at several operating points:
@@ -304,8 +304,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per measurement (median)")
     ap.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     ap.add_argument("--only", nargs="*", default=None, help="method specs to run instead of the default list")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--memory-json", default=None, help=argparse.SUPPRESS)  # child mode (memory pass)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     reps = args.reps or (2 if args.quick else 3)
     specs = args.only or (QUICK if args.quick else FULL)
     if args.memory_json:
