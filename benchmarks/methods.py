@@ -1,6 +1,6 @@
 """Bytes, time and memory of every method at the paper's shapes (B = 128, n = 197, d = 192).
 
-    python benchmarks/methods.py [--quick] [--out docs/benchmarks/methods.md]
+    python benchmarks/methods.py [--quick] [--threads N] [--out docs/benchmarks/methods.md]
 
 A DeiT-Tiny (`deit_tiny_patch16_224`, pretrained=False, 100 classes) is split after block 3 and
 run on CPU on one batch of Gaussian images. For each method at several operating points:
@@ -9,7 +9,9 @@ run on CPU on one batch of Gaussian images. For each method at several operating
 - client-side time: encode + serialize the forward message, then deserialize + decode the
   gradient message and backpropagate through the method's own client ops (h is a leaf here, so
   the client blocks are not included); server-side decode time: deserialize + decode. Both are
-  relative to the client step of `none` (forward + backward of patch embedding and blocks 1-3);
+  relative to the client step of `none` (forward + backward of patch embedding and blocks 1-3),
+  timed right before the method in every repetition; the reported percentage is the median of
+  the per-repetition ratios, so load from other processes inflates numerator and denominator alike;
 - peak memory of the client-side encode (forward message): peak RSS minus RSS before, sampled
   every 0.2 ms by a thread. It is measured in a separate child process started with
   MALLOC_MMAP_THRESHOLD_=131072, so that large buffers are mmapped and returned to the OS on free
@@ -144,15 +146,15 @@ class Env:
         self.cut = Cut(n, d, CLASSES, B, self.client.num_prefix_tokens)
         self.step_s = self._client_step() if time_step else float("nan")
 
+    def client_step(self) -> None:
+        """Forward + backward of the client half (patch embedding and blocks 1-3), as `none`."""
+        self.client.zero_grad(set_to_none=True)
+        h, _ = self.client(self.x)
+        h.backward(self._grad)
+
     def _client_step(self) -> float:
-        g = torch.randn_like(self.h)
-
-        def step() -> None:
-            self.client.zero_grad(set_to_none=True)
-            h, _ = self.client(self.x)
-            h.backward(g)
-
-        return timed(step, self.reps)[0]
+        self._grad = torch.randn_like(self.h)
+        return timed(self.client_step, self.reps)[0]
 
 
 def measure(env: Env, spec: str) -> dict[str, Any]:
@@ -169,14 +171,14 @@ def measure(env: Env, spec: str) -> dict[str, Any]:
         msg, carrier = pipe.encode_forward(leaf, ctx)
         return leaf, ctx, carrier, pipe.pack(msg)
 
-    t_enc, (leaf, cctx, carrier, fwd) = timed(encode, env.reps)
+    leaf, cctx, carrier, fwd = encode()  # warm-up; its graph serves the timed backward passes
 
     def decode():
         sctx = Context(True, env.cut, 0, torch.Generator().manual_seed(1))
         server_in, sleaf, targets = pipe.decode_forward(pipe.unpack(fwd), sctx)
         return server_in, sleaf, targets, sctx
 
-    t_dec, (server_in, sleaf, targets, sctx) = timed(decode, env.reps)
+    server_in, sleaf, targets, sctx = decode()
 
     # The gradient message: lossy formats have a size fixed by shapes, so a Gaussian gradient
     # gives their exact bytes; lossless stages depend on values, so there the real server half
@@ -191,13 +193,32 @@ def measure(env: Env, spec: str) -> dict[str, Any]:
         grad = pipe.decode_backward(pipe.unpack(bwd), cctx)
         carrier.backward(grad, retain_graph=True)  # through the method's client ops only
 
-    t_back, _ = timed(client_backward, env.reps)
+    client_backward()
+    # Each repetition times the reference client step right next to the method, and the ratio is
+    # taken per repetition: other load on the machine then inflates both sides alike.
+    reps = []
+    for _ in range(env.reps):
+        step = _seconds(env.client_step)
+        reps.append((step, _seconds(encode), _seconds(client_backward), _seconds(decode)))
+    step_s = statistics.median(r[0] for r in reps)
+    t_enc = statistics.median(r[1] for r in reps)
+    t_back = statistics.median(r[2] for r in reps)
+    t_dec = statistics.median(r[3] for r in reps)
+    client_pct = 100 * statistics.median((r[1] + r[2]) / r[0] for r in reps)
+    dec_pct = 100 * statistics.median(r[3] / r[0] for r in reps)
     a_fwd, a_bwd = pipe.analytic_bytes(B)
     return {
         "spec": spec, "fwd": len(fwd), "bwd": len(bwd), "a_fwd": a_fwd, "a_bwd": a_bwd,
         "info_fwd": info(fwd), "info_bwd": info(bwd), "lossless": bool(pipe.lossless),
-        "t_client": t_enc + t_back, "t_enc": t_enc, "t_back": t_back, "t_dec": t_dec,
+        "t_client": t_enc + t_back, "t_enc": t_enc, "t_back": t_back, "t_dec": t_dec, "step_s": step_s,
+        "client_pct": client_pct, "dec_pct": dec_pct,
     }
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _setup(env: Env, spec: str) -> tuple[Pipeline, Callable[[], Any]]:
@@ -238,15 +259,15 @@ def table(rows: list[dict[str, Any]], env: Env) -> str:
     base = next((r["fwd"] + r["bwd"] for r in rows if r["spec"] == "none"), None)
     head = ("| method | fwd B/sample wire | fwd analytic | bwd B/sample wire | bwd analytic | ξ wire | "
             "wire/info fwd | wire/info bwd | client ms (enc+bwd) | client % step | server dec ms | "
-            "server dec % step | enc peak ΔRSS MB |")
+            "server dec % step | adjacent step ms | enc peak ΔRSS MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         xi = f"{(r['fwd'] + r['bwd']) / base:.4f}" if base else "-"
         lines.append(
             f"| `{r['spec']}` | {r['fwd'] / B:,.1f} | {r['a_fwd'] / B:,.1f} | {r['bwd'] / B:,.1f} | "
             f"{r['a_bwd'] / B:,.1f} | {xi} | {r['fwd'] / r['info_fwd']:.5f} | {r['bwd'] / r['info_bwd']:.5f} | "
-            f"{1e3 * r['t_client']:.1f} | {100 * r['t_client'] / env.step_s:.2f} | {1e3 * r['t_dec']:.1f} | "
-            f"{100 * r['t_dec'] / env.step_s:.2f} | {r['mem_mb']:.1f} |")
+            f"{1e3 * r['t_client']:.1f} | {r['client_pct']:.2f} | {1e3 * r['t_dec']:.1f} | "
+            f"{r['dec_pct']:.2f} | {1e3 * r['step_s']:.0f} | {r['mem_mb']:.1f} |")
     return "\n".join(lines)
 
 
@@ -260,7 +281,7 @@ def verdicts(rows: list[dict[str, Any]], env: Env) -> list[str]:
                  and (r["info_fwd"], r["info_bwd"]) != (r["a_fwd"], r["a_bwd"])]
     out.append("- information bytes == analytic bytes (lossy rows): "
                + ("exact for every row" if not exact_bad else "differs for " + ", ".join(exact_bad)))
-    slow = [(r["spec"], 100 * r["t_client"] / env.step_s) for r in rows if r["t_client"] > CLIENT_BUDGET * env.step_s]
+    slow = [(r["spec"], r["client_pct"]) for r in rows if r["client_pct"] > 100 * CLIENT_BUDGET]
     out.append(f"- client-side time ≤ {100 * CLIENT_BUDGET:.0f} % of the client step: "
                + ("met by every row" if not slow else
                   "NOT met by " + ", ".join(f"`{s}` ({p:.1f} %)" for s, p in slow)))
@@ -283,8 +304,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per measurement (median)")
     ap.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     ap.add_argument("--only", nargs="*", default=None, help="method specs to run instead of the default list")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--memory-json", default=None, help=argparse.SUPPRESS)  # child mode (memory pass)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     reps = args.reps or (2 if args.quick else 3)
     specs = args.only or (QUICK if args.quick else FULL)
     if args.memory_json:
@@ -301,7 +325,7 @@ def main() -> None:
         rows.append(measure(env, spec))
         r = rows[-1]
         print(f"{spec:45s} fwd {r['fwd'] / B:10.1f} B/sample  bwd {r['bwd'] / B:10.1f}  "
-              f"client {1e3 * r['t_client']:7.1f} ms ({100 * r['t_client'] / env.step_s:.2f} %)  "
+              f"client {1e3 * r['t_client']:7.1f} ms ({r['client_pct']:.2f} %)  "
               f"dec {1e3 * r['t_dec']:7.1f} ms", flush=True)
     del env.server  # free the server half before the memory pass
     print("memory pass (child process) ...", flush=True)
@@ -322,8 +346,9 @@ def main() -> None:
         f"{torch.get_num_threads()} intra-op threads; load average at start {load[0]:.2f}",
         f"- shapes: B = {B}, n = {env.cut.tokens}, d = {env.cut.dim}, {CLASSES} classes; "
         f"deit_tiny_patch16_224 (random init) split after block {SPLIT}; timings are medians of {reps} runs",
-        f"- client step of `none` (forward + backward of the client half): {env.step_s * 1e3:.0f} ms; "
-        f"run took {elapsed:.0f} s",
+        f"- client step of `none` (forward + backward of the client half): {env.step_s * 1e3:.0f} ms at the start; "
+        f"each row's percentages use the step timed next to it in each repetition (median step in the "
+        f"'adjacent step' column; it varies with other load on the machine); run took {elapsed:.0f} s",
         "- ξ wire = (fwd + bwd wire bytes) / (fwd + bwd wire bytes of `none`); "
         "client ms = encode + serialize forward, then deserialize + decode gradient + backprop through the "
         "method's client ops; enc peak ΔRSS = peak RSS above the level before the client encode",

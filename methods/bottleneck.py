@@ -22,7 +22,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adcbench.errors import ParamError
 from adcbench.method import Context, Cut, Decoded, Fields, Method, register_method
 from adcbench.params import Param
 
@@ -59,9 +58,7 @@ class Bottleneck(Method):
 
     def setup(self, cut: Cut, in_shape: tuple[int, ...]) -> None:
         super().setup(cut, in_shape)
-        if len(in_shape) < 1:
-            raise ParamError("bottleneck needs token-shaped inputs (…×d)")
-        d = in_shape[-1]
+        d = in_shape[-1]  # token-wise: the MLPs act on the last axis, whatever comes before it
         c = self.code_dim(d)
         h = self.config["hidden"] or round((d + c) / 2)
         widths = [d] + [h] * (self.config["depth"] - 1) + [c]

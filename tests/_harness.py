@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
@@ -17,8 +18,16 @@ CLASSES = 10
 BATCH = 16
 SPLIT = 2
 CPU = torch.device("cpu")
-# Tiny shapes: intra-op thread pools cost more than they save (5x slower on a busy 2-core box).
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny shapes: intra-op thread pools cost more than they save (5x slower on a busy 2-core
+    box). Modules that import this fixture run single-threaded; other modules are unaffected."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
 
 
 @dataclasses.dataclass

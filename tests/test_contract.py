@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _harness import BATCH, make
+from _harness import BATCH, make, one_thread  # noqa: F401 (module-wide fixture)
 from adcbench.errors import AdcbenchError, WireFormatError
 from adcbench.method import METHODS
 from adcbench.pipeline import LosslessStage, Pipeline

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from _harness import BATCH, make
+from _harness import BATCH, make, one_thread  # noqa: F401 (module-wide fixture)
 from adcbench.errors import ParamError, WireFormatError
 from adcbench.method import Context, Cut
 from adcbench.pipeline import Pipeline

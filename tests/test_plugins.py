@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from _harness import one_thread  # noqa: F401 (module-wide fixture)
 from adcbench.method import METHODS
 
 PLUGIN = '''
@@ -59,3 +60,15 @@ def test_entry_point_method_shows_in_cli_listing(plugin_dist) -> None:
     result = CliRunner().invoke(cli.main, ["methods"])
     assert result.exit_code == 0, result.output
     assert "halve" in result.output
+
+
+def test_cli_lists_the_zoo_with_presets_and_eval_behaviour() -> None:
+    cli = pytest.importorskip("adcbench.cli", reason="the CLI lands from the main branch")
+    from click.testing import CliRunner
+
+    listing = CliRunner().invoke(cli.main, ["methods", "adc*"])
+    assert listing.exit_code == 0, listing.output
+    for name in ("adc ", "adc-batch", "adc-token"):
+        assert name in listing.output
+    one = CliRunner().invoke(cli.main, ["methods", "quant"])
+    assert "grad_bits" in one.output and "eval (compressed policy)" in one.output

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
+from _harness import one_thread  # noqa: F401 (module-wide fixture)
 from adcbench.method import METHODS
 from adcbench.pipeline import LosslessStage
 from adcbench.train import RunConfig, run
@@ -16,7 +16,6 @@ SPECS += ["adc:xi=0.1+quant:bits=8", "bottleneck:ratio=0.1+quant:bits=4", "topk:
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS)
 def test_trains_on_digits(spec: str) -> None:
-    torch.set_num_threads(1)
     rec = run(RunConfig(method=spec, task="digits", max_steps=5, epochs=1, eval_every=5, out=None,
                         progress=False))
     assert rec["status"] == "completed" and rec["steps"] == 5
