@@ -76,7 +76,10 @@ def run_options(f: Callable) -> Callable:
         click.option("--eval-policy", type=click.Choice(["raw", "compressed", "both"]), default="both", show_default=True),
         click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
                      help="Carve a validation split from train and evaluate the history on it."),
-        click.option("--init", default="scratch", show_default=True, help="scratch | pretrained | warmstart | PATH."),
+        click.option("--init", default=None,
+                     help="scratch | pretrained | warmstart | PATH [default: the task's: scratch, or pretrained for paper224]."),
+        click.option("--threads", type=click.IntRange(1), default=None,
+                     help="torch CPU threads (1 is often fastest on a busy 2-core machine)."),
         click.option("--arch", default=None, help="timm ViT name overriding the task's backbone."),
         click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
         click.option("--out", default="results", show_default=True, help="Folder for <task>.jsonl records."),
@@ -97,6 +100,7 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
         budget_accounting=kw["budget_accounting"], max_steps=kw["max_steps"],
         batch_size=kw["batch_size"], split=kw["split"], lr=kw["lr"], eval_every=kw["eval_every"],
         eval_policy=kw["eval_policy"], val_fraction=kw["val_fraction"], init=kw["init"], arch=kw["arch"],
+        threads=kw["threads"],
         device=kw["device"], out=kw["out"], progress=not kw["quiet"],
     )
 

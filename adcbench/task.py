@@ -48,6 +48,7 @@ class Task:
     eval_every: ClassVar[int] = 0  # steps between evaluations; 0 = once per epoch
     default_method: ClassVar[str] = "adc"
     num_workers: ClassVar[int] = 0  # DataLoader workers for the train/eval loaders
+    default_init: ClassVar[str] = "scratch"  # what `--init` means when not given
     params: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, data: str | None = None, **params: Any) -> None:
@@ -78,6 +79,10 @@ class Task:
 
         model, self.last_init_info = build_backbone(self, init, arch)
         return model
+
+    def data_info(self) -> dict[str, Any]:
+        """Where the data came from (and, for image tasks, per-split counts) for the record."""
+        return {"source": self.source}
 
     def init_info(self, init: str | None = None) -> dict[str, Any]:
         """How the last `build_model` initialised the backbone (path, sha256, warm-start recipe).

@@ -46,7 +46,8 @@ class RunConfig:
     eval_every: int | None = None  # steps; 0 = once per epoch
     eval_policy: str = "both"
     val_fraction: float = 0.0
-    init: str = "scratch"
+    init: str | None = None  # None: the task's default (scratch, or pretrained for paper presets)
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
     arch: str | None = None
     device: str = "cpu"
     out: str | None = "results"
@@ -100,6 +101,11 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AdcbenchError("--device cuda, but no CUDA device is available here; use --device cpu")
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise ParamError(f"threads={cfg.threads} is out of range; valid: integer >= 1")
+        torch.set_num_threads(cfg.threads)
+    init = cfg.init or task.default_init
     seed_everything(cfg.seed)
 
     # -- data and model ------------------------------------------------------------------------
@@ -111,10 +117,10 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
                              num_workers=task.num_workers)
     if len(train_loader) == 0:
         raise ParamError(f"batch_size={settings['batch_size']} exceeds the {len(splits.train)} training samples")
-    vit = task.build_model(cfg.init, cfg.arch)
-    model_info = {"arch": cfg.arch or task.arch, "init": cfg.init, "depth": len(vit.blocks),
+    vit = task.build_model(init, cfg.arch)
+    model_info = {"arch": cfg.arch or task.arch, "init": init, "depth": len(vit.blocks),
                   "params": sum(p.numel() for p in vit.parameters())}
-    model_info.update(getattr(task, "init_info", lambda _init: {})(cfg.init) or {})
+    model_info.update(task.init_info(init))
     client_net, server_net = split_vit(vit, settings["split"], capture_attention=pipeline.needs_attention)
     client_net.to(device), server_net.to(device)
     n, d = cut_shape(client_net, task.image_size, task.in_chans)
@@ -132,9 +138,10 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
 
     identity = {"method": pipeline.spec, "stages": pipeline.resolved(), "task": cfg.task,
                 "task_params": task.config, "data": cfg.data, "model": model_info, "train": settings}
+    data_info = task.data_info()
     record: dict[str, Any] = {
         "schema": SCHEMA, **identity, "seed": cfg.seed, "config_hash": config_hash(identity),
-        "cut": dataclasses.asdict(cut), "eval_split": splits.eval_name,
+        "cut": dataclasses.asdict(cut), "eval_split": splits.eval_name, "data_info": data_info,
         "analytic_bytes_per_step": dict(zip(("fwd", "bwd"), pipeline.analytic_bytes(settings["batch_size"]))),
         "provenance": provenance(cfg.device), "status": "running", "history": [],
     }

@@ -106,3 +106,13 @@ def test_default_run_none_reaches_90_percent_on_digits(tmp_path):
     assert r.returncode == 0, r.stderr
     (rec,) = read_records(tmp_path)
     assert rec["final"]["acc"] >= 0.90
+
+
+def test_paper_presets_default_to_pretrained_init_and_say_so_offline(tmp_path):
+    """--init defaults to the task's: paper224 presets mean pretrained weights; offline that is one line."""
+    from adcbench.task import get_task
+
+    assert get_task("cifar100")().default_init == "pretrained"
+    assert get_task("digits")().default_init == "scratch"
+    r = cli("run", "--task", "cifar10:preset=paper224", "--data", str(tmp_path / "nowhere"), "--max-steps", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1

@@ -87,7 +87,8 @@ def test_paper224_preset_one_step(tmp_path):
     """The paper's pipeline: RandAugment + ColorJitter at 32 px, upsampling to 224, DeiT-T."""
     data = write_folder(tmp_path / "c", cifar_layout(n=1))
     cfg = RunConfig(method="none", task="cifar10", task_params={"preset": "paper224"}, data=str(data),
-                    max_steps=1, batch_size=2, out=None, progress=False, eval_policy="raw")
+                    max_steps=1, batch_size=2, out=None, progress=False, eval_policy="raw",
+                    init="scratch")  # paper224 defaults to pretrained weights, not reachable offline
     record = run(cfg)
     assert record["status"] == "completed" and record["cut"]["tokens"] == 197 and record["cut"]["dim"] == 192
     assert record["model"]["arch"] == "deit_tiny_patch16_224"
