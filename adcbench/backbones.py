@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +55,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj: Any = load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"checkpoint {path} holds pickled objects beyond tensors; refused (weights_only); "
-            "save a state_dict or .safetensors") from None
     except Exception as exc:  # truncated file, wrong format: a user problem, not a crash
+        if type(exc).__name__ == "UnpicklingError":  # weights_only refused a pickled object
+            raise CheckpointError(
+                f"checkpoint {path} holds pickled objects beyond tensors; refused (weights_only); "
+                "save a state_dict or .safetensors") from None
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     for key in ("state_dict", "model", "model_state_dict", "module"):

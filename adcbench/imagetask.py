@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from .imagedata import (
     AUGMENTS, GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, ArrayImageDataset, BatchTransform,
@@ -24,7 +23,7 @@ from .imagedata import (
 )
 from .params import Param
 from .sources import DecodedSplit, HFSource, LazySplit, Source, resolve_local
-from .task import Splits, Task
+from .task import Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,17 +188,10 @@ class ImageTask(Task):
                                     self.preset.store_size, self.store_channels, transform, where)
         return ArrayImageDataset(data.images, data.labels, data.classes, transform)
 
-    def splits(self, val_fraction: float = 0.0, val_seed: int = 0) -> Splits:
-        """As `Task.splits`, but the carved validation split gets the evaluation transform."""
-        train, test = self.load_split("train"), self.load_split("test")
-        if val_fraction <= 0:
-            return Splits(train, test, test, "test")
-        n = len(train)
-        n_val = max(1, int(round(n * val_fraction)))
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(val_seed)).tolist()
+    def eval_view(self, train: Dataset) -> Dataset:
+        """The carved validation split gets the evaluation transform, not the augmentation."""
         assert isinstance(train, ImageDataset)
-        val_view = train.with_transform(self.transform(train=False))
-        return Splits(Subset(train, perm[n_val:]), Subset(val_view, perm[:n_val]), test, "val")
+        return train.with_transform(self.transform(train=False))
 
     def data_info(self) -> dict[str, Any]:
         """Source and per-split counts (incl. skipped corrupt images) for the run record."""

@@ -69,7 +69,11 @@ class Task:
         n = len(train)
         n_val = max(1, int(round(n * val_fraction)))
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(val_seed)).tolist()
-        return Splits(Subset(train, perm[n_val:]), Subset(train, perm[:n_val]), test, "val")
+        return Splits(Subset(train, perm[n_val:]), Subset(self.eval_view(train), perm[:n_val]), test, "val")
+
+    def eval_view(self, train: Dataset) -> Dataset:
+        """The training set as the validation split sees it (image tasks drop augmentation)."""
+        return train
 
     # -- model ----------------------------------------------------------------------------
     def build_model(self, init: str = "scratch", arch: str | None = None) -> nn.Module:

@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import torch.nn.functional as F
 from adcbench.method import Context, Cut
 from adcbench.pipeline import Pipeline
 from adcbench.split import split_vit
+from adcbench.results import cpu_name
 from adcbench.wire import breakdown
 
 B, CLASSES, SPLIT = 128, 100, 3
@@ -288,14 +288,6 @@ def verdicts(rows: list[dict[str, Any]], env: Env) -> list[str]:
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

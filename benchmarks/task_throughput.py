@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,18 +26,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from adcbench.results import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 CASES = (("cifar10", "cpu32", "cifar10-jpg"), ("imagenette", "cpu112", "imagenette2-224"))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(task_name: str, preset: str, data: Path, steps: int, load_batches: int) -> dict[str, float]:

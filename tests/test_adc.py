@@ -59,7 +59,6 @@ def test_merge_is_member_mean_on_shared_tokens_and_cls_always_kept():
     T, k = z.shape[:2]
     # rebuild from the soft labels' structure is not possible; use the method's own K-means again
     from adcbench.methods.adc import kmeans
-    adc = p.stages[0]
     assign, _ = kmeans(att, T, 50, 1e-4, torch.Generator().manual_seed(0))
     for j in range(T):
         members = (assign == j).nonzero().flatten()
