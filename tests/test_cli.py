@@ -115,3 +115,14 @@ def test_paper_presets_default_to_pretrained_init_and_say_so_offline(tmp_path):
     assert get_task("digits")().default_init == "scratch"
     r = cli("run", "--task", "cifar10:preset=paper224", "--data", str(tmp_path / "nowhere"), "--max-steps", "1")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_methods_listing_shows_every_method_with_its_parameters():
+    from adcbench.method import METHODS
+
+    out = CliRunner().invoke(main, ["methods"]).output
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        assert name in out
+        for p in cls.params:
+            assert f"{p.name}={p.default}" in out
