@@ -104,8 +104,9 @@ def _family(spec: str) -> str:
 
 
 def _plots(runs: pd.DataFrame, records: list[dict[str, Any]], task: str, plots_dir: Path) -> list[str]:
-    """Accuracy against cumulative bytes (curves, mean over seeds) and final accuracy against
-    bytes per sample. Returns the written file paths (absolute)."""
+    """Accuracy against cumulative measured bytes (curves, mean over seeds ± 95 % CI), and final
+    accuracy against the measured compression ratio under each evaluation policy. Returns the
+    written file paths (absolute)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,20 +123,28 @@ def _plots(runs: pd.DataFrame, records: list[dict[str, Any]], task: str, plots_d
                                "MB": (h["bytes_fwd"] + h["bytes_bwd"]) / 1e6})
     curves = pd.DataFrame(curve_rows)
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    sns.lineplot(data=curves, x="MB", y="acc", hue="method", errorbar=("ci", 95), ax=axes[0], marker="o", markersize=3)
-    axes[0].set(xscale="log", xlabel="cumulative training traffic, both directions (MB, measured)",
-                ylabel="test accuracy (raw eval)", title=f"{task}: accuracy vs communication")
     summary = summarize(runs)
     summary["family"] = [_family(m) for m in summary["method"]]
-    palette = dict(zip(sorted(summary["family"].unique()), sns.color_palette("tab10", 10) * 3))
-    for fam, g in summary.sort_values("xi_measured").groupby("family"):
-        axes[1].errorbar(g["xi_measured"], g["acc"], yerr=g["acc_ci95"].fillna(0), marker="o", capsize=3,
-                         label=fam, color=palette[fam])
-    axes[1].set(xscale="log", xlabel="measured compression ratio ξ_m (bytes vs none, both directions)",
-                ylabel="final test accuracy (mean ± 95 % CI)", title=f"{task}: accuracy vs compression")
-    axes[1].legend(fontsize=7, loc="lower right")
-    axes[0].legend(fontsize=7, loc="lower right")
+    families = sorted(summary["family"].unique())
+    fam_color = dict(zip(families, sns.color_palette("tab20", 20) * 2))
+    fam_marker = dict(zip(families, "osD^vP*XhpH<>" * 2))
+    methods = sorted(curves["method"].unique(), key=lambda m: (_family(m), m))
+    fig, axes = plt.subplots(1, 3, figsize=(20, 5.2))
+    sns.lineplot(data=curves, x="MB", y="acc", hue="method", hue_order=methods,
+                 palette=sns.color_palette("husl", len(methods)), errorbar=("ci", 95), ax=axes[0], linewidth=1.2)
+    axes[0].set(xscale="log", xlabel="cumulative training traffic, both directions (MB, measured)",
+                ylabel="test accuracy (raw eval)", title=f"{task}: accuracy vs communication")
+    axes[0].legend(fontsize=6.5, ncol=2, loc="upper left", title="method", title_fontsize=7)
+    for ax, col, label in ((axes[1], "acc", "raw eval (uncompressed at test)"),
+                           (axes[2], "acc_compressed", "compressed eval (method applied at test)")):
+        for fam, g in summary.sort_values("xi_measured").groupby("family"):
+            ax.plot(g["xi_measured"], g[col], marker=fam_marker[fam], color=fam_color[fam], label=fam)
+            if col == "acc":
+                ax.errorbar(g["xi_measured"], g[col], yerr=g["acc_ci95"].fillna(0), fmt="none",
+                            ecolor=fam_color[fam], capsize=3)
+        ax.set(xscale="log", xlabel="measured compression ratio ξ_m (bytes vs none, both directions)",
+               ylabel="final test accuracy (mean over seeds)", title=f"{task}: {label}", ylim=(0, 1))
+    axes[2].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left", title="family", title_fontsize=7)
     fig.tight_layout()
     path = (plots_dir / f"{task}.png").resolve()
     fig.savefig(path, dpi=110)
