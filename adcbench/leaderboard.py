@@ -47,7 +47,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     out = groups.agg(
         seeds=("seed", "nunique"), acc=("acc", "mean"), acc_compressed=("acc_compressed", "mean"),
         fwd_per_sample=("fwd_per_sample", "mean"), bwd_per_sample=("bwd_per_sample", "mean"),
-        steps=("steps", "mean"), total_MB=("total_MB", "mean"), wall_s=("wall_s", "mean"),
+        steps=("steps", "mean"), epochs=("epochs", "mean"), total_MB=("total_MB", "mean"), wall_s=("wall_s", "mean"),
     ).reset_index()
     out["acc_ci95"] = [_ci95(g["acc"]) for _, g in groups]
     base = out[out["method"] == "none"].groupby("task")[["fwd_per_sample", "bwd_per_sample"]].mean()
@@ -75,14 +75,14 @@ def write_leaderboard(results: str | Path, out_md: str | Path, plots_dir: str | 
     summary = summarize(runs) if len(runs) else pd.DataFrame()
     for task, table in (summary.groupby("task", sort=True) if len(summary) else []):
         lines += [f"## {task}", "",
-                  "| method | seeds | acc | acc_cmp | fwd B/sample | bwd B/sample | ξ_m | steps | wall s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| method | seeds | acc | acc_cmp | fwd B/sample | bwd B/sample | ξ_m | epochs | steps | wall s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in table.iterrows():
             ci = "" if math.isnan(r["acc_ci95"]) else f" ± {r['acc_ci95']:.3f}"
             lines.append(
                 f"| `{r['method']}` | {r['seeds']} | {r['acc']:.3f}{ci} | {_num(r['acc_compressed'])} | "
                 f"{r['fwd_per_sample']:,.0f} | {r['bwd_per_sample']:,.0f} | {_num(r['xi_measured'], 4)} | "
-                f"{r['steps']:.0f} | {r['wall_s']:.0f} |")
+                f"{r['epochs']:g} | {r['steps']:.0f} | {r['wall_s']:.0f} |")
         if plots_dir is not None:
             for name in _plots(runs[runs["task"] == task], records, task, Path(plots_dir)):
                 rel = Path(name).relative_to(Path(out_md).resolve().parent) if Path(name).is_absolute() else name
