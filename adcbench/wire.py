@@ -298,7 +298,8 @@ def _parse(data: bytes, materialize: bool) -> Iterator[tuple[str, Category, int,
         raise WireFormatError(f"message truncated: {len(data)} bytes is shorter than any header")
     if data[:4] != MAGIC:
         raise WireFormatError("not an adcbench message (bad magic bytes)")
-    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+    # A memoryview: slicing the body and its fields costs no copy (a message can be ~20 MB).
+    body, (crc,) = memoryview(data)[:-4], struct.unpack("<I", data[-4:])
     if zlib.crc32(body) != crc:
         raise WireFormatError("message corrupted or truncated (CRC mismatch)")
     version, count = struct.unpack_from("<BH", body, 4)
@@ -309,7 +310,7 @@ def _parse(data: bytes, materialize: bool) -> Iterator[tuple[str, Category, int,
     pos = 7
     seen: set[str] = set()
 
-    def take(n: int, what: str) -> bytes:
+    def take(n: int, what: str) -> memoryview:
         nonlocal pos
         if n < 0 or pos + n > len(body):
             raise WireFormatError(f"message truncated while reading {what}")
@@ -320,7 +321,7 @@ def _parse(data: bytes, materialize: bool) -> Iterator[tuple[str, Category, int,
     for _ in range(count):
         (nlen,) = struct.unpack("<B", take(1, "field name length"))
         try:
-            name = take(nlen, "field name").decode("ascii")
+            name = bytes(take(nlen, "field name")).decode("ascii")
         except UnicodeDecodeError:
             raise WireFormatError("field name is not ASCII") from None
         if not _NAME_RE.match(name) or name in seen:
@@ -334,7 +335,7 @@ def _parse(data: bytes, materialize: bool) -> Iterator[tuple[str, Category, int,
         if kind == Kind.BYTES:
             (length,) = struct.unpack("<I", take(4, f"length of {name!r}"))
             raw = take(length, f"data of {name!r}")
-            yield name, category, length, (Field(kind, category, raw) if materialize else None)
+            yield name, category, length, (Field(kind, category, bytes(raw)) if materialize else None)
             continue
         code_or_bits, ndim = struct.unpack("<BB", take(2, f"header of {name!r}"))
         if ndim > MAX_NDIM:
