@@ -135,6 +135,8 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
     raw_pipeline = Pipeline.from_spec("none")
     raw_pipeline.setup(cut)
     policies = ["raw", "compressed"] if settings["eval_policy"] == "both" else [settings["eval_policy"]]
+    # Where the method is the raw pipeline itself (`none`), one pass serves both policies.
+    same_as_raw = pipeline.spec == raw_pipeline.spec
 
     identity = {"method": pipeline.spec, "stages": pipeline.resolved(), "task": cfg.task,
                 "task_params": task.config, "data": cfg.data, "model": model_info, "train": settings}
@@ -162,6 +164,9 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
             "train_loss": loss, "wall_s": round(time.perf_counter() - t0, 3),
         }
         for policy in policies:
+            if policy == "compressed" and same_as_raw and "acc" in entry:
+                entry["acc_compressed"], eval_bytes_cmp["per_sample"] = entry["acc"], eval_bytes_raw["per_sample"]
+                continue
             pipe = raw_pipeline if policy == "raw" else pipeline
             before = transport.meter.bytes["eval_fwd"]
             correct = total = 0
