@@ -8,12 +8,13 @@ from __future__ import annotations
 import itertools
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from .errors import AdcbenchError
+from adcbench.errors import AdcbenchError
 
 SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
@@ -51,7 +52,7 @@ def main() -> None:
 
 
 def _task_spec(spec: str) -> tuple[str, dict[str, str]]:
-    from .params import parse_spec
+    from adcbench.core.params import parse_spec
 
     (name, params), *rest = parse_spec(spec)
     if rest:
@@ -61,25 +62,57 @@ def _task_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 def run_options(f: Callable) -> Callable:
     opts = [
-        click.option("--task", "task_spec", default="digits", show_default=True,
-                     help="Task name, optionally with parameters (`imagenette:preset=cpu112`)."),
+        click.option(
+            "--task",
+            "task_spec",
+            default="digits",
+            show_default=True,
+            help="Task name, optionally with parameters (`imagenette:preset=cpu112`).",
+        ),
         click.option("--data", default=None, help="Local dataset path (folder, archive or saved dataset)."),
         click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [default: the task's]."),
-        click.option("--budget-bytes", default=None, help="Stop before training traffic (fwd+bwd) exceeds this (e.g. 2GB)."),
-        click.option("--budget-accounting", type=click.Choice(["measured", "nominal"]), default="measured",
-                     show_default=True, help="nominal: charge ξ·C_base per step as the paper's code does."),
+        click.option(
+            "--budget-bytes", default=None, help="Stop before training traffic (fwd+bwd) exceeds this (e.g. 2GB)."
+        ),
+        click.option(
+            "--budget-accounting",
+            type=click.Choice(["measured", "nominal"]),
+            default="measured",
+            show_default=True,
+            help="nominal: charge ξ·C_base per step as the paper's code does.",
+        ),
         click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many steps."),
-        click.option("--batch-size", type=click.IntRange(2), default=None, help="Training batch [default: the task's]."),
+        click.option(
+            "--batch-size", type=click.IntRange(2), default=None, help="Training batch [default: the task's]."
+        ),
         click.option("--split", type=click.IntRange(1), default=None, help="Client blocks l [default: the task's]."),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Adam learning rate, both sides."),
-        click.option("--eval-every", type=click.IntRange(0), default=None, help="Steps between evaluations (0: each epoch)."),
-        click.option("--eval-policy", type=click.Choice(["raw", "compressed", "both"]), default="both", show_default=True),
-        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-                     help="Carve a validation split from train and evaluate the history on it."),
-        click.option("--init", default=None,
-                     help="scratch | pretrained | warmstart | PATH [default: the task's: scratch, or pretrained for paper224]."),
-        click.option("--threads", type=click.IntRange(1), default=None,
-                     help="torch CPU threads (1 is often fastest on a busy 2-core machine)."),
+        click.option(
+            "--lr", type=click.FloatRange(0, min_open=True), default=None, help="Adam learning rate, both sides."
+        ),
+        click.option(
+            "--eval-every", type=click.IntRange(0), default=None, help="Steps between evaluations (0: each epoch)."
+        ),
+        click.option(
+            "--eval-policy", type=click.Choice(["raw", "compressed", "both"]), default="both", show_default=True
+        ),
+        click.option(
+            "--val-fraction",
+            type=click.FloatRange(0, 1, max_open=True),
+            default=0.0,
+            show_default=True,
+            help="Carve a validation split from train and evaluate the history on it.",
+        ),
+        click.option(
+            "--init",
+            default=None,
+            help="scratch | pretrained | warmstart | PATH [default: the task's: scratch, or pretrained for paper224].",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(1),
+            default=None,
+            help="torch CPU threads (1 is often fastest on a busy 2-core machine).",
+        ),
         click.option("--arch", default=None, help="timm ViT name overriding the task's backbone."),
         click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
         click.option("--out", default="results", show_default=True, help="Folder for <task>.jsonl records."),
@@ -91,17 +124,31 @@ def run_options(f: Callable) -> Callable:
 
 
 def _config(method: str, seed: int, kw: dict[str, Any]):
-    from .train import RunConfig
+    from adcbench.train.loop import RunConfig
 
     task, task_params = _task_spec(kw["task_spec"])
     return RunConfig(
-        method=method, task=task, task_params=task_params, data=kw["data"], seed=seed, epochs=kw["epochs"],
+        method=method,
+        task=task,
+        task_params=task_params,
+        data=kw["data"],
+        seed=seed,
+        epochs=kw["epochs"],
         budget_bytes=parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None,
-        budget_accounting=kw["budget_accounting"], max_steps=kw["max_steps"],
-        batch_size=kw["batch_size"], split=kw["split"], lr=kw["lr"], eval_every=kw["eval_every"],
-        eval_policy=kw["eval_policy"], val_fraction=kw["val_fraction"], init=kw["init"], arch=kw["arch"],
+        budget_accounting=kw["budget_accounting"],
+        max_steps=kw["max_steps"],
+        batch_size=kw["batch_size"],
+        split=kw["split"],
+        lr=kw["lr"],
+        eval_every=kw["eval_every"],
+        eval_policy=kw["eval_policy"],
+        val_fraction=kw["val_fraction"],
+        init=kw["init"],
+        arch=kw["arch"],
         threads=kw["threads"],
-        device=kw["device"], out=kw["out"], progress=not kw["quiet"],
+        device=kw["device"],
+        out=kw["out"],
+        progress=not kw["quiet"],
     )
 
 
@@ -117,13 +164,17 @@ def _report(rec: dict[str, Any]) -> None:
 
 
 @main.command()
-@click.option("--method", default="adc", show_default=True,
-              help="Method spec: `name`, `name:key=value,...`, or a composition `adc:xi=0.1+quant:bits=8`.")
+@click.option(
+    "--method",
+    default="adc",
+    show_default=True,
+    help="Method spec: `name`, `name:key=value,...`, or a composition `adc:xi=0.1+quant:bits=8`.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @run_options
 def run(method: str, seed: int, **kw: Any) -> None:
     """Train one configuration over the metered wire and append its record to OUT/<task>.jsonl."""
-    from .train import run as run_training
+    from adcbench.train.loop import run as run_training
 
     _report(run_training(_config(method, seed, kw)))
 
@@ -136,15 +187,20 @@ def expand(spec: str) -> list[str]:
 
 
 @main.command()
-@click.option("--method", "methods", multiple=True, required=True,
-              help="Method spec, repeatable; braces expand: `adc:xi={0.01,0.1,0.5}`.")
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    required=True,
+    help="Method spec, repeatable; braces expand: `adc:xi={0.01,0.1,0.5}`.",
+)
 @click.option("--seeds", default="0", show_default=True, help="Comma list or range: `0,1,2` or `0-4`.")
 @click.option("--rerun", is_flag=True, help="Run even if a completed record with the same config and seed exists.")
 @run_options
 def sweep(methods: tuple[str, ...], seeds: str, rerun: bool, **kw: Any) -> None:
     """Run a grid of methods × seeds, skipping configurations already completed in OUT."""
-    from .results import read_records
-    from .train import run as run_training
+    from adcbench.core.records import read_records
+    from adcbench.train.loop import run as run_training
 
     seed_list = _parse_seeds(seeds)
     specs = [s for m in methods for s in expand(m)]
@@ -156,7 +212,7 @@ def sweep(methods: tuple[str, ...], seeds: str, rerun: bool, **kw: Any) -> None:
     click.echo(f"sweep: {len(jobs)} runs ({len(specs)} methods × {len(seed_list)} seeds)")
     for i, (spec, seed) in enumerate(jobs, 1):
         cfg = _config(spec, seed, kw)
-        from .pipeline import Pipeline
+        from adcbench.core.pipeline import Pipeline
 
         canonical = Pipeline.from_spec(spec).spec
         if (cfg.task, canonical, seed) in done:
@@ -185,7 +241,7 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--verbose", "-v", is_flag=True, help="Show parameters with defaults and ranges.")
 def methods(pattern: str, verbose: bool) -> None:
     """List registered compression methods (wildcards allowed: `adc*`)."""
-    from .method import METHODS
+    from adcbench.core.method import METHODS
 
     names = METHODS.names(pattern)
     if not names:
@@ -208,43 +264,75 @@ def methods(pattern: str, verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--task", "task_spec", required=True,
-              help="Task name, optionally with parameters (`imagenette:preset=cpu112`).")
+@click.option(
+    "--task", "task_spec", required=True, help="Task name, optionally with parameters (`imagenette:preset=cpu112`)."
+)
 @click.option("--data", default=None, help="Local dataset path (folder, archive or saved dataset).")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [default: the preset's warm-start recipe].")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Adam learning rate [default: the recipe's].")
+@click.option(
+    "--epochs", type=click.IntRange(1), default=None, help="Epochs [default: the preset's warm-start recipe]."
+)
+@click.option(
+    "--lr", type=click.FloatRange(0, min_open=True), default=None, help="Adam learning rate [default: the recipe's]."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(2), default=None, help="Batch [default: the task's].")
 @click.option("--arch", default=None, help="timm ViT name overriding the task's backbone.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-              help="Held-out part of train the warm start never sees (runs tune on it with --val-fraction).")
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Held-out part of train the warm start never sees (runs tune on it with --val-fraction).",
+)
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop early (smoke tests).")
 @click.option("--force", is_flag=True, help="Train again even if this recipe's checkpoint exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def pretrain(task_spec: str, data: str | None, epochs: int | None, lr: float | None, seed: int,
-             batch_size: int | None, arch: str | None, val_fraction: float, max_steps: int | None,
-             force: bool, quiet: bool) -> None:
+def pretrain(
+    task_spec: str,
+    data: str | None,
+    epochs: int | None,
+    lr: float | None,
+    seed: int,
+    batch_size: int | None,
+    arch: str | None,
+    val_fraction: float,
+    max_steps: int | None,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Train the task's unsplit, uncompressed backbone once (CPU warm start) for --init warmstart."""
     import json
 
-    from .pretrain import pretrain as run_pretrain
-    from .task import get_task
+    from adcbench.data.task import get_task
+    from adcbench.train.pretrain import pretrain as run_pretrain
 
     name, params = _task_spec(task_spec)
     task = get_task(name)(data=data, **params)
-    path = run_pretrain(task, epochs=epochs, lr=lr, seed=seed, arch=arch, batch_size=batch_size,
-                        val_fraction=val_fraction, max_steps=max_steps, force=force, progress=not quiet)
+    path = run_pretrain(
+        task,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        arch=arch,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        max_steps=max_steps,
+        force=force,
+        progress=not quiet,
+    )
     meta = json.loads(path.with_suffix(".json").read_text())
-    click.echo(f"{name}: warm start {path} (test acc {meta['final_test_accuracy']:.4f}, "
-               f"{meta['steps']} steps, {meta['recipe']['epochs']} epochs at lr {meta['recipe']['lr']:g}); "
-               "train from it with --init warmstart")
+    click.echo(
+        f"{name}: warm start {path} (test acc {meta['final_test_accuracy']:.4f}, "
+        f"{meta['steps']} steps, {meta['recipe']['epochs']} epochs at lr {meta['recipe']['lr']:g}); "
+        "train from it with --init warmstart"
+    )
 
 
 @main.command()
 @click.argument("pattern", default="*")
 def tasks(pattern: str) -> None:
     """List registered tasks with their source and defaults."""
-    from .task import TASKS
+    from adcbench.data.task import TASKS
 
     names = TASKS.names(pattern)
     if not names:
@@ -253,8 +341,10 @@ def tasks(pattern: str) -> None:
         cls = TASKS.get(name)
         env = f", env {cls.data_env}" if cls.data_env else ""
         click.echo(f"{name:<14} {cls.description}")
-        click.echo(f"    {cls.num_classes} classes, {cls.image_size}px, {cls.arch} split {cls.split_index}, "
-                   f"batch {cls.batch_size}, lr {cls.lr:g}, {cls.epochs} epochs; source: {cls.source}{env}")
+        click.echo(
+            f"    {cls.num_classes} classes, {cls.image_size}px, {cls.arch} split {cls.split_index}, "
+            f"batch {cls.batch_size}, lr {cls.lr:g}, {cls.epochs} epochs; source: {cls.source}{env}"
+        )
         for p in cls.params:
             click.echo(f"    {p.name}={p.default}  ({p.range_text()}) {p.help}")
 
@@ -262,11 +352,16 @@ def tasks(pattern: str) -> None:
 @main.command()
 @click.option("--results", default="results", show_default=True, type=click.Path())
 @click.option("--out", default="leaderboard.md", show_default=True, type=click.Path())
-@click.option("--plots", default="docs/plots", show_default=True, type=click.Path(),
-              help="Folder for the PNG plots (one per task).")
+@click.option(
+    "--plots",
+    default="docs/plots",
+    show_default=True,
+    type=click.Path(),
+    help="Folder for the PNG plots (one per task).",
+)
 def leaderboard(results: str, out: str, plots: str) -> None:
     """Regenerate leaderboard.md and the plots from the run records."""
-    from .leaderboard import write_leaderboard
+    from adcbench.report.leaderboard import write_leaderboard
 
     summary = write_leaderboard(results, out, plots)
     click.echo(f"wrote {out} ({len(summary)} configurations) and plots in {plots}/")

@@ -35,16 +35,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from adcbench.method import Context, Cut
-from adcbench.pipeline import Pipeline
-from adcbench.split import split_vit
-from adcbench.results import cpu_name
+from adcbench.core.method import Context, Cut
+from adcbench.core.pipeline import Pipeline
+from adcbench.core.records import cpu_name
+from adcbench.model.split import split_vit
 from adcbench.wire import breakdown
 
 B, CLASSES, SPLIT = 128, 100, 3
@@ -54,22 +55,60 @@ WIRE_BUDGET = 1.005  # target: wire <= 1.005 x information bytes
 FULL = [
     "none",
     "float:dtype=float16",
-    "quant:bits=8", "quant:bits=4", "quant:bits=2", "quant:bits=8,granularity=token",
+    "quant:bits=8",
+    "quant:bits=4",
+    "quant:bits=2",
+    "quant:bits=8,granularity=token",
     "quant:bits=4,granularity=tensor,rounding=stochastic",
-    "topk:ratio=0.2", "topk:ratio=0.1", "topk:ratio=0.05", "topk:ratio=0.01",
-    "randtopk:ratio=0.2", "randtopk:ratio=0.1", "randtopk:ratio=0.05", "randtopk:ratio=0.01",
-    "bottleneck:ratio=0.5", "bottleneck:ratio=0.1", "bottleneck:ratio=0.01",
-    "c3sl:R=2", "c3sl:R=8", "c3sl:R=32",
-    "tokenprune:ratio=0.5", "tokenprune:ratio=0.25", "tokenprune:ratio=0.1",
-    "adc:xi=0.5", "adc:xi=0.1", "adc:xi=0.01", "adc:xi=0.1,labels=hard",
-    "adc-batch:xi=0.5", "adc-batch:xi=0.1", "adc-batch:xi=0.02",
-    "adc-token:xi=0.5", "adc-token:xi=0.1", "adc-token:xi=0.02",
-    "adc:xi=0.1+quant:bits=8", "bottleneck:ratio=0.1+quant:bits=4", "topk:ratio=0.1+quant:bits=8",
-    "none+zstd", "quant:bits=8+zstd", "topk:ratio=0.1+zstd", "adc:xi=0.1+quant:bits=8+zlib",
+    "topk:ratio=0.2",
+    "topk:ratio=0.1",
+    "topk:ratio=0.05",
+    "topk:ratio=0.01",
+    "randtopk:ratio=0.2",
+    "randtopk:ratio=0.1",
+    "randtopk:ratio=0.05",
+    "randtopk:ratio=0.01",
+    "bottleneck:ratio=0.5",
+    "bottleneck:ratio=0.1",
+    "bottleneck:ratio=0.01",
+    "c3sl:R=2",
+    "c3sl:R=8",
+    "c3sl:R=32",
+    "tokenprune:ratio=0.5",
+    "tokenprune:ratio=0.25",
+    "tokenprune:ratio=0.1",
+    "adc:xi=0.5",
+    "adc:xi=0.1",
+    "adc:xi=0.01",
+    "adc:xi=0.1,labels=hard",
+    "adc-batch:xi=0.5",
+    "adc-batch:xi=0.1",
+    "adc-batch:xi=0.02",
+    "adc-token:xi=0.5",
+    "adc-token:xi=0.1",
+    "adc-token:xi=0.02",
+    "adc:xi=0.1+quant:bits=8",
+    "bottleneck:ratio=0.1+quant:bits=4",
+    "topk:ratio=0.1+quant:bits=8",
+    "none+zstd",
+    "quant:bits=8+zstd",
+    "topk:ratio=0.1+zstd",
+    "adc:xi=0.1+quant:bits=8+zlib",
 ]
-QUICK = ["none", "quant:bits=8", "topk:ratio=0.1", "randtopk:ratio=0.1", "bottleneck:ratio=0.1", "c3sl:R=8",
-         "tokenprune:ratio=0.25", "adc:xi=0.1", "adc-batch:xi=0.1", "adc-token:xi=0.1",
-         "topk:ratio=0.1+quant:bits=8", "quant:bits=8+zstd"]
+QUICK = [
+    "none",
+    "quant:bits=8",
+    "topk:ratio=0.1",
+    "randtopk:ratio=0.1",
+    "bottleneck:ratio=0.1",
+    "c3sl:R=8",
+    "tokenprune:ratio=0.25",
+    "adc:xi=0.1",
+    "adc-batch:xi=0.1",
+    "adc-token:xi=0.1",
+    "topk:ratio=0.1+quant:bits=8",
+    "quant:bits=8+zstd",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,7 +122,7 @@ def _rss() -> int:
 class PeakRSS:
     """Peak resident memory above the level at entry, sampled by a thread."""
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.base = self.peak = _rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -208,10 +247,21 @@ def measure(env: Env, spec: str) -> dict[str, Any]:
     dec_pct = 100 * statistics.median(r[3] / r[0] for r in reps)
     a_fwd, a_bwd = pipe.analytic_bytes(B)
     return {
-        "spec": spec, "fwd": len(fwd), "bwd": len(bwd), "a_fwd": a_fwd, "a_bwd": a_bwd,
-        "info_fwd": info(fwd), "info_bwd": info(bwd), "lossless": bool(pipe.lossless),
-        "t_client": t_enc + t_back, "t_enc": t_enc, "t_back": t_back, "t_dec": t_dec, "step_s": step_s,
-        "client_pct": client_pct, "dec_pct": dec_pct,
+        "spec": spec,
+        "fwd": len(fwd),
+        "bwd": len(bwd),
+        "a_fwd": a_fwd,
+        "a_bwd": a_bwd,
+        "info_fwd": info(fwd),
+        "info_bwd": info(bwd),
+        "lossless": bool(pipe.lossless),
+        "t_client": t_enc + t_back,
+        "t_enc": t_enc,
+        "t_back": t_back,
+        "t_dec": t_dec,
+        "step_s": step_s,
+        "client_pct": client_pct,
+        "dec_pct": dec_pct,
     }
 
 
@@ -257,9 +307,11 @@ def memory_pass(specs: list[str]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 def table(rows: list[dict[str, Any]], env: Env) -> str:
     base = next((r["fwd"] + r["bwd"] for r in rows if r["spec"] == "none"), None)
-    head = ("| method | fwd B/sample wire | fwd analytic | bwd B/sample wire | bwd analytic | ξ wire | "
-            "wire/info fwd | wire/info bwd | client ms (enc+bwd) | client % step | server dec ms | "
-            "server dec % step | adjacent step ms | enc peak ΔRSS MB |")
+    head = (
+        "| method | fwd B/sample wire | fwd analytic | bwd B/sample wire | bwd analytic | ξ wire | "
+        "wire/info fwd | wire/info bwd | client ms (enc+bwd) | client % step | server dec ms | "
+        "server dec % step | adjacent step ms | enc peak ΔRSS MB |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         xi = f"{(r['fwd'] + r['bwd']) / base:.4f}" if base else "-"
@@ -267,27 +319,31 @@ def table(rows: list[dict[str, Any]], env: Env) -> str:
             f"| `{r['spec']}` | {r['fwd'] / B:,.1f} | {r['a_fwd'] / B:,.1f} | {r['bwd'] / B:,.1f} | "
             f"{r['a_bwd'] / B:,.1f} | {xi} | {r['fwd'] / r['info_fwd']:.5f} | {r['bwd'] / r['info_bwd']:.5f} | "
             f"{1e3 * r['t_client']:.1f} | {r['client_pct']:.2f} | {1e3 * r['t_dec']:.1f} | "
-            f"{r['dec_pct']:.2f} | {1e3 * r['step_s']:.0f} | {r['mem_mb']:.1f} |")
+            f"{r['dec_pct']:.2f} | {1e3 * r['step_s']:.0f} | {r['mem_mb']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def verdicts(rows: list[dict[str, Any]], env: Env) -> list[str]:
     out = []
-    wire_bad = [r["spec"] for r in rows
-                if max(r["fwd"] / r["info_fwd"], r["bwd"] / r["info_bwd"]) > WIRE_BUDGET]
-    out.append(f"- wire ≤ {WIRE_BUDGET} × information bytes: "
-               + ("met by every row" if not wire_bad else "NOT met by " + ", ".join(f"`{s}`" for s in wire_bad)))
-    exact_bad = [r["spec"] for r in rows if not r["lossless"]
-                 and (r["info_fwd"], r["info_bwd"]) != (r["a_fwd"], r["a_bwd"])]
-    out.append("- information bytes == analytic bytes (lossy rows): "
-               + ("exact for every row" if not exact_bad else "differs for " + ", ".join(exact_bad)))
+    wire_bad = [r["spec"] for r in rows if max(r["fwd"] / r["info_fwd"], r["bwd"] / r["info_bwd"]) > WIRE_BUDGET]
+    out.append(
+        f"- wire ≤ {WIRE_BUDGET} × information bytes: "
+        + ("met by every row" if not wire_bad else "NOT met by " + ", ".join(f"`{s}`" for s in wire_bad))
+    )
+    exact_bad = [
+        r["spec"] for r in rows if not r["lossless"] and (r["info_fwd"], r["info_bwd"]) != (r["a_fwd"], r["a_bwd"])
+    ]
+    out.append(
+        "- information bytes == analytic bytes (lossy rows): "
+        + ("exact for every row" if not exact_bad else "differs for " + ", ".join(exact_bad))
+    )
     slow = [(r["spec"], r["client_pct"]) for r in rows if r["client_pct"] > 100 * CLIENT_BUDGET]
-    out.append(f"- client-side time ≤ {100 * CLIENT_BUDGET:.0f} % of the client step: "
-               + ("met by every row" if not slow else
-                  "NOT met by " + ", ".join(f"`{s}` ({p:.1f} %)" for s, p in slow)))
+    out.append(
+        f"- client-side time ≤ {100 * CLIENT_BUDGET:.0f} % of the client step: "
+        + ("met by every row" if not slow else "NOT met by " + ", ".join(f"`{s}` ({p:.1f} %)" for s, p in slow))
+    )
     return out
-
-
 
 
 def main() -> None:
@@ -316,9 +372,12 @@ def main() -> None:
     for spec in specs:
         rows.append(measure(env, spec))
         r = rows[-1]
-        print(f"{spec:45s} fwd {r['fwd'] / B:10.1f} B/sample  bwd {r['bwd'] / B:10.1f}  "
-              f"client {1e3 * r['t_client']:7.1f} ms ({r['client_pct']:.2f} %)  "
-              f"dec {1e3 * r['t_dec']:7.1f} ms", flush=True)
+        print(
+            f"{spec:45s} fwd {r['fwd'] / B:10.1f} B/sample  bwd {r['bwd'] / B:10.1f}  "
+            f"client {1e3 * r['t_client']:7.1f} ms ({r['client_pct']:.2f} %)  "
+            f"dec {1e3 * r['t_dec']:7.1f} ms",
+            flush=True,
+        )
     del env.server  # free the server half before the memory pass
     print("memory pass (child process) ...", flush=True)
     for r, (spec, mb) in zip(rows, memory_pass(specs).items()):
@@ -326,32 +385,34 @@ def main() -> None:
         r["mem_mb"] = mb
     elapsed = time.perf_counter() - t0
     cmd = "python benchmarks/methods.py " + " ".join(sys.argv[1:])
-    doc = "\n".join([
-        "# Method benchmark: bytes, time and memory at the paper's shapes",
-        "",
-        "Produced by `benchmarks/methods.py` (see its docstring for what each column measures); "
-        "do not edit by hand.",
-        "",
-        f"- command: `{cmd.strip()}`",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__} with "
-        f"{torch.get_num_threads()} intra-op threads; load average at start {load[0]:.2f}",
-        f"- shapes: B = {B}, n = {env.cut.tokens}, d = {env.cut.dim}, {CLASSES} classes; "
-        f"deit_tiny_patch16_224 (random init) split after block {SPLIT}; timings are medians of {reps} runs",
-        f"- client step of `none` (forward + backward of the client half): {env.step_s * 1e3:.0f} ms at the start; "
-        f"each row's percentages use the step timed next to it in each repetition (median step in the "
-        f"'adjacent step' column; it varies with other load on the machine); run took {elapsed:.0f} s",
-        "- ξ wire = (fwd + bwd wire bytes) / (fwd + bwd wire bytes of `none`); "
-        "client ms = encode + serialize forward, then deserialize + decode gradient + backprop through the "
-        "method's client ops; enc peak ΔRSS = peak RSS above the level before the client encode",
-        "",
-        table(rows, env),
-        "",
-        "## Targets",
-        "",
-        *verdicts(rows, env),
-        "",
-    ])
+    doc = "\n".join(
+        [
+            "# Method benchmark: bytes, time and memory at the paper's shapes",
+            "",
+            "Produced by `benchmarks/methods.py` (see its docstring for what each column measures); "
+            "do not edit by hand.",
+            "",
+            f"- command: `{cmd.strip()}`",
+            f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__} with "
+            f"{torch.get_num_threads()} intra-op threads; load average at start {load[0]:.2f}",
+            f"- shapes: B = {B}, n = {env.cut.tokens}, d = {env.cut.dim}, {CLASSES} classes; "
+            f"deit_tiny_patch16_224 (random init) split after block {SPLIT}; timings are medians of {reps} runs",
+            f"- client step of `none` (forward + backward of the client half): {env.step_s * 1e3:.0f} ms at the start; "
+            f"each row's percentages use the step timed next to it in each repetition (median step in the "
+            f"'adjacent step' column; it varies with other load on the machine); run took {elapsed:.0f} s",
+            "- ξ wire = (fwd + bwd wire bytes) / (fwd + bwd wire bytes of `none`); "
+            "client ms = encode + serialize forward, then deserialize + decode gradient + backprop through the "
+            "method's client ops; enc peak ΔRSS = peak RSS above the level before the client encode",
+            "",
+            table(rows, env),
+            "",
+            "## Targets",
+            "",
+            *verdicts(rows, env),
+            "",
+        ]
+    )
     print(doc)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,17 +26,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from adcbench.results import cpu_name
+from adcbench.core.records import cpu_name
+from adcbench.model.backbones import build_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = (("cifar10", "cpu32", "cifar10-jpg"), ("imagenette", "cpu112", "imagenette2-224"))
 
 
-
-
 def measure(task_name: str, preset: str, data: Path, steps: int, load_batches: int) -> dict[str, float]:
-    from adcbench.split import split_vit
-    from adcbench.task import get_task
+    from adcbench.data.task import get_task
+    from adcbench.model.split import split_vit
 
     out: dict[str, float] = {}
     task = get_task(task_name)(data=str(data), preset=preset)
@@ -48,8 +47,14 @@ def measure(task_name: str, preset: str, data: Path, steps: int, load_batches: i
     out["open_s"] = time.perf_counter() - t0
     out["n_train"] = len(train)
 
-    loader = DataLoader(train, batch_size=task.batch_size, shuffle=True, drop_last=True,
-                        num_workers=task.num_workers, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        train,
+        batch_size=task.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=task.num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
     it = iter(loader)
     next(it)  # worker start-up is not throughput
     t0 = time.perf_counter()
@@ -58,7 +63,7 @@ def measure(task_name: str, preset: str, data: Path, steps: int, load_batches: i
     out["load"] = load_batches * task.batch_size / (time.perf_counter() - t0)
 
     torch.manual_seed(0)
-    client, server = split_vit(task.build_model("scratch"), task.split_index)
+    client, server = split_vit(build_backbone(task, "scratch")[0], task.split_index)
     opt_c = torch.optim.Adam(client.parameters(), lr=task.lr)
     opt_s = torch.optim.Adam(server.parameters(), lr=task.lr)
     loss_fn = nn.CrossEntropyLoss()
@@ -91,8 +96,11 @@ def main() -> int:
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--load-batches", type=int, default=20)
-    ap.add_argument("--threads", default=str(torch.get_num_threads()),
-                    help="comma-separated torch thread counts to measure, e.g. 1,2")
+    ap.add_argument(
+        "--threads",
+        default=str(torch.get_num_threads()),
+        help="comma-separated torch thread counts to measure, e.g. 1,2",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "task-throughput.md")
     args = ap.parse_args()
     os.environ["ADCBENCH_CACHE"] = tempfile.mkdtemp(prefix="adcbench-bench-")  # cold decode
@@ -113,8 +121,7 @@ def main() -> int:
             rows.append((task_name, preset, r))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    cmd = "python benchmarks/task_throughput.py" + "".join(
-        f" {a}" for a in sys.argv[1:])
+    cmd = "python benchmarks/task_throughput.py" + "".join(f" {a}" for a in sys.argv[1:])
     lines = [
         "# Task throughput on CPU",
         "",
@@ -134,7 +141,8 @@ def main() -> int:
         lines.append(
             f"| {name} | {preset} | {r['tokens']} | {r['batch']} | {r['workers']} | {r['threads']} | "
             f"{r['n_train']:,} | {'–' if r['decode'] != r['decode'] else format(r['decode'], ',.0f')} | "
-            f"{r['open_s']:.2f} | {r['load']:,.0f} | {r['step']:,.0f} |")
+            f"{r['open_s']:.2f} | {r['load']:,.0f} | {r['step']:,.0f} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

@@ -29,9 +29,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from adcbench.core.method import Context, Decoded, Fields, Method, label_field, label_nbytes, register_method
+from adcbench.core.params import Param
 from adcbench.errors import WireFormatError
-from adcbench.method import Context, Decoded, Fields, Method, label_field, label_nbytes, register_method
-from adcbench.params import Param
 from adcbench.wire import Category, Field, bits_for, packed_nbytes
 
 RULES = {
@@ -50,8 +50,13 @@ class ADC(Method):
         Param("rule", str, "B", "how xi splits into T/B and k/n", choices=tuple(RULES)),
         Param("batch_rate", float, None, "override T/B", low=0.0, high=1.0, low_open=True, optional=True),
         Param("token_rate", float, None, "override k/n", low=0.0, high=1.0, low_open=True, optional=True),
-        Param("labels", str, "soft", "label encoding: soft (T×C float32, paper) or hard (labels + cluster ids)",
-              choices=("soft", "hard")),
+        Param(
+            "labels",
+            str,
+            "soft",
+            "label encoding: soft (T×C float32, paper) or hard (labels + cluster ids)",
+            choices=("soft", "hard"),
+        ),
         Param("kmeans_iters", int, 50, "maximum K-means iterations (paper 50)", low=1, high=10000),
         Param("kmeans_tol", float, 1e-4, "K-means stop: squared total centroid shift below this", low=0.0),
     )
@@ -112,8 +117,9 @@ class ADC(Method):
         gathered = x.gather(1, idx[assign].unsqueeze(-1).expand(-1, -1, d))  # B×k×d
         z = (weights @ gathered.reshape(B, k * d)).reshape(T, k, d)
         ctx.labels_sent = True
-        ctx.stats.update({"adc.T": T, "adc.k": k, "adc.empty_clusters": empty,
-                          "adc.max_cluster": int(member.sum(0).max())})
+        ctx.stats.update(
+            {"adc.T": T, "adc.k": k, "adc.empty_clusters": empty, "adc.max_cluster": int(member.sum(0).max())}
+        )
         return self._label_fields(ctx, assign, weights, T), z
 
     def _top_tokens(self, scores: torch.Tensor, k: int) -> torch.Tensor:

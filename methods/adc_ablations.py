@@ -14,7 +14,7 @@ analytic size, backward and labels are ADC's (methods/adc.py, docs/methods.md).
 
 from __future__ import annotations
 
-from adcbench.method import register_method
+from adcbench.core.method import register_method
 from adcbench.methods.adc import ADC
 
 _FIXED = ("rule", "batch_rate", "token_rate")

@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adcbench.method import Context, Cut, Decoded, Fields, Method, register_method
-from adcbench.params import Param
+from adcbench.core.method import Context, Cut, Decoded, Fields, Method, register_method
+from adcbench.core.params import Param
 
 
 def mlp(widths: list[int], final: nn.Module | None = None) -> nn.Sequential:
@@ -44,8 +44,13 @@ class Bottleneck(Method):
         Param("ratio", float, 0.1, "code width d'/d", low=0.0, high=1.0, low_open=True),
         Param("depth", int, 2, "linear layers per side", low=1, high=8),
         Param("hidden", int, None, "hidden width (default: midpoint of d and d')", low=1, optional=True),
-        Param("decoder_act", str, "identity", "decoder output activation (relu: the authors' variant)",
-              choices=("identity", "relu")),
+        Param(
+            "decoder_act",
+            str,
+            "identity",
+            "decoder output activation (relu: the authors' variant)",
+            choices=("identity", "relu"),
+        ),
     )
     eval_compressed = "the autoencoder runs as in training"
     rate_param = ("ratio", (0.5, 0.2, 0.05))

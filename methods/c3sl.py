@@ -26,9 +26,9 @@ import math
 
 import torch
 
+from adcbench.core.method import Context, Cut, Decoded, Fields, Method, register_method
+from adcbench.core.params import Param
 from adcbench.errors import ParamError, WireFormatError
-from adcbench.method import Context, Cut, Decoded, Fields, Method, register_method
-from adcbench.params import Param
 from adcbench.wire import Category, Field
 
 

@@ -8,9 +8,9 @@ import math
 
 import torch
 
+from adcbench.core.method import Context, Decoded, Fields, Method, register_method
+from adcbench.core.params import Param
 from adcbench.errors import WireFormatError
-from adcbench.method import Context, Decoded, Fields, Method, register_method
-from adcbench.params import Param
 from adcbench.wire import Category, Field
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

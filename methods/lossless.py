@@ -18,9 +18,9 @@ wire <= inner wire + 9 bytes per lossless stage (tested), and the measured savin
 
 from __future__ import annotations
 
-from adcbench.method import register_method
-from adcbench.params import Param
-from adcbench.pipeline import LosslessStage
+from adcbench.core.method import register_method
+from adcbench.core.params import Param
+from adcbench.core.pipeline import LosslessStage
 from adcbench.wire import Codec, compress_container, decompress_container
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from adcbench.method import Context, Decoded, Fields, Method, register_method
+from adcbench.core.method import Context, Decoded, Fields, Method, register_method
 
 
 @register_method("none")

@@ -25,9 +25,9 @@ import math
 
 import torch
 
+from adcbench.core.method import Context, Decoded, Fields, Method, register_method
+from adcbench.core.params import Param
 from adcbench.errors import WireFormatError
-from adcbench.method import Context, Decoded, Fields, Method, register_method
-from adcbench.params import Param
 from adcbench.wire import Category, Field, packed_nbytes
 
 GRANULARITIES = ("tensor", "sample", "token")
@@ -38,10 +38,14 @@ class Quantize(Method):
     description = "uniform n-bit min-max quantization (per tensor/sample/token scales), both directions"
     params = (
         Param("bits", int, 8, "bits per value", low=1, high=16),
-        Param("granularity", str, "sample", "one (min, step) pair per tensor, sample or token",
-              choices=GRANULARITIES),
-        Param("rounding", str, "deterministic", "round to nearest, or stochastic (seeded, unbiased)",
-              choices=("deterministic", "stochastic")),
+        Param("granularity", str, "sample", "one (min, step) pair per tensor, sample or token", choices=GRANULARITIES),
+        Param(
+            "rounding",
+            str,
+            "deterministic",
+            "round to nearest, or stochastic (seeded, unbiased)",
+            choices=("deterministic", "stochastic"),
+        ),
         Param("grad_bits", int, None, "bits for the gradient (default: bits)", low=1, high=16, optional=True),
     )
     terminal = True
@@ -89,8 +93,10 @@ class Quantize(Method):
             raise WireFormatError("quant: message needs fields codes and scale")
         groups = self._groups(tuple(codes.shape))
         if scale.dtype != torch.float32 or tuple(scale.shape) != (*groups, 2):
-            raise WireFormatError(f"quant: scale of shape {tuple(scale.shape)} for codes of shape "
-                                  f"{tuple(codes.shape)} (expected {(*groups, 2)} float32)")
+            raise WireFormatError(
+                f"quant: scale of shape {tuple(scale.shape)} for codes of shape "
+                f"{tuple(codes.shape)} (expected {(*groups, 2)} float32)"
+            )
         if not torch.isfinite(scale).all() or bool((scale[..., 1] < 0).any()):
             raise WireFormatError("quant: scales must be finite with a non-negative step")
         if codes.numel():

@@ -17,14 +17,16 @@ import math
 
 import torch
 
-from adcbench.method import Context, register_method
+from adcbench.core.method import Context, register_method
+from adcbench.core.params import Param
 from adcbench.methods.topk import TopK
-from adcbench.params import Param
 
 
 @register_method("randtopk")
 class RandTopK(TopK):
-    description = "randomized top-k: 1-alpha of the sampling mass on the top-k set, alpha on the rest; topk's wire format"
+    description = (
+        "randomized top-k: 1-alpha of the sampling mass on the top-k set, alpha on the rest; topk's wire format"
+    )
     params = (*TopK.params, Param("alpha", float, 0.1, "sampling mass outside the top-k set", low=0.0, high=1.0))
     eval_compressed = "plain (deterministic) top-k per sample, same wire format"
 

@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from adcbench.method import Context, Decoded, Fields, Method, register_method
-from adcbench.params import Param
+from adcbench.core.method import Context, Decoded, Fields, Method, register_method
+from adcbench.core.params import Param
 
 _EPS = 1e-9  # floor(0.1 * 130) must be 13, not 12.999...
 
@@ -40,8 +40,9 @@ def top_tokens(scores: torch.Tensor, k: int, prefix: int) -> torch.Tensor:
 @register_method("tokenprune")
 class TokenPrune(Method):
     description = "keep CLS + the top-k tokens per sample by last-block CLS attention (no merging)"
-    params = (Param("ratio", float, 0.25, "fraction k/n of tokens kept (CLS included)", low=0.0, high=1.0,
-                    low_open=True),)
+    params = (
+        Param("ratio", float, 0.25, "fraction k/n of tokens kept (CLS included)", low=0.0, high=1.0, low_open=True),
+    )
     needs_attention = True
     eval_compressed = "same per-sample token selection as training"
     rate_param = ("ratio", (0.5, 0.25, 0.1))

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
+from adcbench.core.method import Context, Cut, Decoded, Fields, Method, register_method
+from adcbench.core.params import Param
 from adcbench.errors import WireFormatError
-from adcbench.method import Context, Cut, Decoded, Fields, Method, register_method
-from adcbench.params import Param
 from adcbench.wire import Category, Field, bits_for, packed_nbytes
 
 
@@ -46,8 +46,13 @@ class TopK(Method):
     description = "per-sample magnitude top-k of the n×d activation; bitmap or packed indices, whichever is smaller"
     params = (
         Param("ratio", float, 0.1, "fraction k/(n·d) of values kept per sample", low=0.0, high=1.0, low_open=True),
-        Param("values", str, "float32", "dtype of the kept values when topk ends the chain",
-              choices=("float32", "float16")),
+        Param(
+            "values",
+            str,
+            "float32",
+            "dtype of the kept values when topk ends the chain",
+            choices=("float32", "float16"),
+        ),
     )
     eval_compressed = "same top-k per sample as training"
     rate_param = ("ratio", (0.5, 0.2, 0.05))
@@ -120,4 +125,3 @@ class TopK(Method):
     def analytic_forward(self, batch: int, in_shape: tuple[int, ...], training: bool) -> tuple[int, int]:
         D = math.prod(in_shape)
         return support_nbytes(batch, D, self.k(D))[1], batch
-

@@ -12,23 +12,41 @@ transform (decoded and cached at 32 px)."""
 
 from __future__ import annotations
 
-from adcbench.imagetask import ImageTask, Preset, loader_workers, small_vit
-from adcbench.task import register_task
+from adcbench.data.imagetask import ImageTask, Preset, loader_workers, small_vit
+from adcbench.data.task import register_task
 
-CPU32 = Preset(image_size=32, store_size=32, arch="vit", arch_kwargs=small_vit(32, 4),
-               batch_size=128, lr=1e-3, epochs=10, augment="flip", init="scratch",
-               warmstart_epochs=10, warmstart_lr=1e-3)
-PAPER224 = Preset(image_size=224, store_size=32, arch="deit_tiny_patch16_224", arch_kwargs={},
-                  batch_size=128, lr=1e-4, epochs=10, augment="paper", init="pretrained",
-                  num_workers=loader_workers())
+CPU32 = Preset(
+    image_size=32,
+    store_size=32,
+    arch="vit",
+    arch_kwargs=small_vit(32, 4),
+    batch_size=128,
+    lr=1e-3,
+    epochs=10,
+    augment="flip",
+    init="scratch",
+    warmstart_epochs=10,
+    warmstart_lr=1e-3,
+)
+PAPER224 = Preset(
+    image_size=224,
+    store_size=32,
+    arch="deit_tiny_patch16_224",
+    arch_kwargs={},
+    batch_size=128,
+    lr=1e-4,
+    epochs=10,
+    augment="paper",
+    init="pretrained",
+    num_workers=loader_workers(),
+)
 
 
 @register_task("cifar10")
 class Cifar10(ImageTask):
     description = "CIFAR-10 (10 classes, 32 px); cpu32 small ViT by default, paper224 DeiT-T"
     num_classes = 10
-    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
+    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     source = "hub uoft-cs/cifar10, or local class folders / tar.gz archives"
     data_env = "ADCBENCH_CIFAR10"
     hub_id = "uoft-cs/cifar10"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from adcbench.task import Task, register_task
+from adcbench.data.task import Task, register_task
 
 
 @register_task("digits")
@@ -20,9 +20,7 @@ class Digits(Task):
     source = "sklearn.datasets.load_digits (bundled with scikit-learn, offline)"
     arch = "vit"
     # 16 patches + CLS = 17 tokens of width 64; split after block 3 of 6 as in the paper's l=3.
-    arch_kwargs = dict(
-        img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0
-    )
+    arch_kwargs = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0)
     split_index = 3
     batch_size = 64
     lr = 1e-3  # trained from scratch: the paper's 1e-4 is for fine-tuning

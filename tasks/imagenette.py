@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from adcbench.imagetask import ImageTask, Preset, deit, small_vit
-from adcbench.task import register_task
+from adcbench.data.imagetask import ImageTask, Preset, deit, small_vit
+from adcbench.data.task import register_task
 
 
 @register_task("imagenette")
@@ -30,10 +30,20 @@ class Imagenette(ImageTask):
     hub_image_col, hub_label_col = "image", "label"
     budget_samples = 100_000  # the reference code's Imagenette budget
     presets = {
-        "cpu112": Preset(image_size=112, store_size=112, arch="vit",
-                         arch_kwargs=small_vit(112, 16), batch_size=64, lr=1e-3, epochs=10,
-                         augment="flip", init="scratch", hub_config="160px",
-                         warmstart_epochs=10, warmstart_lr=1e-3),
+        "cpu112": Preset(
+            image_size=112,
+            store_size=112,
+            arch="vit",
+            arch_kwargs=small_vit(112, 16),
+            batch_size=64,
+            lr=1e-3,
+            epochs=10,
+            augment="flip",
+            init="scratch",
+            hub_config="160px",
+            warmstart_epochs=10,
+            warmstart_lr=1e-3,
+        ),
         "paper224": dataclasses.replace(deit("deit_tiny_patch16_224"), hub_config="320px"),
     }
     default_preset = "cpu112"

@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 
-from adcbench.imagetask import ImageTask, Preset, deit, loader_workers, small_vit
-from adcbench.task import register_task
+from adcbench.data.imagetask import ImageTask, Preset, deit, loader_workers, small_vit
+from adcbench.data.task import register_task
 
-CPU112 = Preset(image_size=112, store_size=112, arch="vit", arch_kwargs=small_vit(112, 16),
-                batch_size=128, lr=1e-3, epochs=10, augment="flip", init="scratch",
-                num_workers=loader_workers())  # decoded per image: workers pay off
+CPU112 = Preset(
+    image_size=112,
+    store_size=112,
+    arch="vit",
+    arch_kwargs=small_vit(112, 16),
+    batch_size=128,
+    lr=1e-3,
+    epochs=10,
+    augment="flip",
+    init="scratch",
+    num_workers=loader_workers(),
+)  # decoded per image: workers pay off
 
 
 @register_task("imagenet")

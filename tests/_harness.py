@@ -8,10 +8,10 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from adcbench.method import Cut
-from adcbench.pipeline import Pipeline
-from adcbench.roles import Client, Server
-from adcbench.split import cut_shape, split_vit
+from adcbench.core.method import Cut
+from adcbench.core.pipeline import Pipeline
+from adcbench.model.split import cut_shape, split_vit
+from adcbench.train.roles import Client, Server
 
 TINY = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=32, depth=4, num_heads=2)
 CLASSES = 10
@@ -63,5 +63,9 @@ def make(spec: str, seed: int = 0, batch: int = BATCH) -> Harness:
     n, d = cut_shape(client_net, TINY["img_size"], TINY["in_chans"])
     cut = Cut(n, d, CLASSES, batch, client_net.num_prefix_tokens)
     pipeline.setup(cut)
-    return Harness(pipeline, Client(client_net, pipeline, cut, 1e-3, seed, CPU),
-                   Server(server_net, pipeline, cut, 1e-3, seed, CPU), cut)
+    return Harness(
+        pipeline,
+        Client(client_net, pipeline, cut, 1e-3, seed, CPU),
+        Server(server_net, pipeline, cut, 1e-3, seed, CPU),
+        cut,
+    )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adcbench.imagetask import ImageTask, Preset, small_vit
+from adcbench.data.imagetask import ImageTask, Preset, small_vit
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLASSES = ("ant", "bee", "cat")
@@ -49,10 +49,20 @@ class Tiny(ImageTask):
     num_classes = 3
     data_env = "ADCBENCH_TINY"
     hub_id = "nobody/tiny"
-    presets = {"cpu16": Preset(image_size=16, store_size=16, arch="vit",
-                               arch_kwargs=small_vit(16, 4, embed_dim=32, depth=4, num_heads=2),
-                               batch_size=4, lr=1e-3, epochs=1, augment="flip", init="scratch",
-                               warmstart_epochs=1)}
+    presets = {
+        "cpu16": Preset(
+            image_size=16,
+            store_size=16,
+            arch="vit",
+            arch_kwargs=small_vit(16, 4, embed_dim=32, depth=4, num_heads=2),
+            batch_size=4,
+            lr=1e-3,
+            epochs=1,
+            augment="flip",
+            init="scratch",
+            warmstart_epochs=1,
+        )
+    }
     default_preset = "cpu16"
 
 
@@ -70,8 +80,15 @@ def encode(colour, size: int = 16, fmt: str = "PNG", mode: str = "RGB") -> bytes
     return buf.getvalue()
 
 
-def layout(n_train: int = 3, n_test: int = 2, classes=CLASSES, test_dir: str = "test",
-           test_classes=None, size: int = 16, fmt: str = "PNG") -> dict[str, bytes]:
+def layout(
+    n_train: int = 3,
+    n_test: int = 2,
+    classes=CLASSES,
+    test_dir: str = "test",
+    test_classes=None,
+    size: int = 16,
+    fmt: str = "PNG",
+) -> dict[str, bytes]:
     """{relative path: encoded image} for train/<class>/i and <test_dir>/<class>/i."""
     ext = ".png" if fmt == "PNG" else ".jpg"
     files = {}
@@ -108,7 +125,7 @@ def write_idx(path: Path, arr: np.ndarray) -> None:
 
 def colour_of(x) -> tuple[int, int, int]:
     """The solid colour a normalized CHW tensor was made from (undo ImageNet normalization)."""
-    from adcbench.imagedata import IMAGENET_MEAN, IMAGENET_STD
+    from adcbench.data.images import IMAGENET_MEAN, IMAGENET_STD
 
     mean = np.array(IMAGENET_MEAN)[:, None, None]
     std = np.array(IMAGENET_STD)[:, None, None]

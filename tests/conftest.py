@@ -14,5 +14,6 @@ def _offline(monkeypatch):
 
 def tiny_vit(depth: int = 4, dim: int = 32, heads: int = 2, classes: int = 10, **kw) -> VisionTransformer:
     torch.manual_seed(0)
-    return VisionTransformer(img_size=8, patch_size=2, in_chans=1, embed_dim=dim, depth=depth, num_heads=heads,
-                             num_classes=classes, **kw)
+    return VisionTransformer(
+        img_size=8, patch_size=2, in_chans=1, embed_dim=dim, depth=depth, num_heads=heads, num_classes=classes, **kw
+    )

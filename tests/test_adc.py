@@ -2,15 +2,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adcbench.method import METHODS, Context, Cut
-from adcbench.pipeline import Pipeline
+from adcbench.core.method import METHODS, Context, Cut
+from adcbench.core.pipeline import Pipeline
 from adcbench.wire import breakdown
 
 # Reference §1.7: (T, k) at B = 128, n = 197 for each rule (golden values).
 GOLDEN = {
     "A": {0.01: (50, 4), 0.05: (70, 17), 0.1: (80, 31), 0.2: (92, 54), 0.3: (100, 75), 0.4: (106, 94), 0.5: (111, 113)},
     "B": {0.01: (12, 19), 0.05: (28, 44), 0.1: (40, 62), 0.2: (57, 88), 0.3: (70, 107), 0.4: (80, 124), 0.5: (90, 139)},
-    "C": {0.01: (12, 62), 0.05: (28, 93), 0.1: (40, 110), 0.2: (57, 131), 0.3: (70, 145), 0.4: (80, 156), 0.5: (90, 165)},
+    "C": {
+        0.01: (12, 62),
+        0.05: (28, 93),
+        0.1: (40, 110),
+        0.2: (57, 131),
+        0.3: (70, 145),
+        0.4: (80, 156),
+        0.5: (90, 165),
+    },
 }
 CUT = Cut(tokens=17, dim=8, num_classes=5, batch_size=16)
 
@@ -52,13 +60,12 @@ def test_shapes_T_k_d_and_soft_labels_sum_to_one():
     assert ctx.stats["adc.T"] == T and ctx.stats["adc.k"] == k
 
 
-
-
 def test_merge_is_member_mean_on_shared_tokens_and_cls_always_kept():
     p, h, att, y, ctx, msg, z = _encode()
     T, k = z.shape[:2]
     # rebuild from the soft labels' structure is not possible; use the method's own K-means again
     from adcbench.methods.adc import kmeans
+
     assign, _ = kmeans(att, T, 50, 1e-4, torch.Generator().manual_seed(0))
     for j in range(T):
         members = (assign == j).nonzero().flatten()
@@ -76,6 +83,7 @@ def test_gradient_spread_is_g_over_cluster_size_on_selected_rows():
     g = torch.randn_like(z)
     z.backward(g)
     from adcbench.methods.adc import kmeans
+
     T, k = z.shape[:2]
     assign, _ = kmeans(att, T, 50, 1e-4, torch.Generator().manual_seed(0))
     for i in range(16):
@@ -133,6 +141,7 @@ def test_eval_compressed_is_per_sample_token_selection():
 
 def test_kmeans_repairs_empty_clusters_deterministically():
     from adcbench.methods.adc import kmeans
+
     pts = torch.zeros(10, 4)
     pts[5:] = 1.0  # two distinct points only; 4 clusters requested
     for seed in range(5):

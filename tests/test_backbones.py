@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-
 from _taskdata import Tiny, isolated, layout, write_folder  # noqa: F401
-from adcbench.backbones import CheckpointError, read_state_dict
+
+from adcbench.data.imagetask import Preset, small_vit
+from adcbench.data.task import get_task
 from adcbench.errors import AdcbenchError
-from adcbench.imagetask import Preset, small_vit
-from adcbench.task import get_task
+from adcbench.model.backbones import CheckpointError, build_backbone, read_state_dict
 
 
 def outputs(model, size=16, chans=3):
@@ -25,7 +25,7 @@ def outputs(model, size=16, chans=3):
 def test_every_preset_backbone_builds_and_fits_the_task(name, which):
     preset = list(get_task(name).presets)[which]
     task = get_task(name)(preset=preset)
-    model = task.build_model("scratch")
+    model = build_backbone(task, "scratch")[0]
     assert model.num_classes == task.num_classes
     assert outputs(model, task.image_size, task.in_chans).shape == (2, task.num_classes)
     assert len(model.blocks) > task.split_index
@@ -45,11 +45,12 @@ def test_paper_preset_is_deit_at_224():
 def test_checkpoint_path_round_trip(tmp_path, fmt):
     task = Tiny()
     torch.manual_seed(1)
-    model = task.build_model("scratch")
+    model = build_backbone(task, "scratch")[0]
     state = model.state_dict()
     path = tmp_path / ("w.safetensors" if fmt == "safetensors" else "w.pt")
     if fmt == "safetensors":
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     elif fmt == "pt":
         torch.save(state, path)
@@ -58,9 +59,8 @@ def test_checkpoint_path_round_trip(tmp_path, fmt):
     else:
         torch.save({f"module.{k}": v for k, v in state.items()}, path)
     torch.manual_seed(2)
-    loaded = task.build_model(str(path))
+    loaded, info = build_backbone(task, str(path))
     assert torch.equal(outputs(model), outputs(loaded))
-    info = task.init_info("ignored")
     assert info["init"] == "path" and len(info["sha256"]) == 64
 
 
@@ -75,49 +75,56 @@ def test_head_is_resized_and_pos_embed_resampled(tmp_path):
     class Wider(Tiny):
         registry_name = "wider"
         num_classes = 7
-        presets = {"cpu32": Preset(image_size=32, store_size=32, arch="vit",
-                                   arch_kwargs=small_vit(32, 4, embed_dim=32, depth=4, num_heads=2),
-                                   augment="none", init="scratch")}
+        presets = {
+            "cpu32": Preset(
+                image_size=32,
+                store_size=32,
+                arch="vit",
+                arch_kwargs=small_vit(32, 4, embed_dim=32, depth=4, num_heads=2),
+                augment="none",
+                init="scratch",
+            )
+        }
         default_preset = "cpu32"
 
-    src = Wider().build_model("scratch")
+    src = build_backbone(Wider(), "scratch")[0]
     torch.save(src.state_dict(), tmp_path / "w.pt")
     task = Tiny()
-    model = task.build_model(str(tmp_path / "w.pt"))
+    model, info = build_backbone(task, str(tmp_path / "w.pt"))
     assert model.head.out_features == 3 and model.pos_embed.shape[1] == 17
     assert torch.equal(model.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
-    assert task.init_info()["head"] == "reinitialised" and task.init_info()["pos_embed"] == "resampled"
+    assert info["head"] == "reinitialised" and info["pos_embed"] == "resampled"
 
 
 def test_mismatched_checkpoint_is_one_line_error(tmp_path):
-    torch.save(get_task("digits")().build_model().state_dict(), tmp_path / "digits.pt")
+    torch.save(build_backbone(get_task("digits")())[0].state_dict(), tmp_path / "digits.pt")
     with pytest.raises(CheckpointError, match="does not fit") as exc:
-        Tiny().build_model(str(tmp_path / "digits.pt"))
+        build_backbone(Tiny(), str(tmp_path / "digits.pt"))[0]
     assert "\n" not in str(exc.value)
 
 
 def test_unknown_init_and_missing_file():
     with pytest.raises(AdcbenchError, match="expected scratch, pretrained, warmstart"):
-        Tiny().build_model("no/such/file.pt")
+        build_backbone(Tiny(), "no/such/file.pt")[0]
 
 
 def test_pretrained_offline_names_the_alternatives():
     with pytest.raises(AdcbenchError) as exc:
-        get_task("cifar10")(preset="paper224").build_model("pretrained")
+        build_backbone(get_task("cifar10")(preset="paper224"), "pretrained")[0]
     msg = str(exc.value)
     assert "\n" not in msg and "network connection" not in msg
     assert all(s in msg for s in ("scratch", "PATH", "warmstart"))
     with pytest.raises(AdcbenchError, match="custom ViT"):
-        Tiny().build_model("pretrained")
+        build_backbone(Tiny(), "pretrained")[0]
 
 
 def test_warmstart_produce_reuse_and_record(tmp_path, monkeypatch):
-    from adcbench import pretrain as pt
+    from adcbench.train import pretrain as pt
 
     root = write_folder(tmp_path / "ds", layout(n_train=6, n_test=2))
     task = Tiny(data=str(root))
     with pytest.raises(AdcbenchError, match=rf"adcbench pretrain --task tiny --data {root}"):
-        task.build_model("warmstart")
+        build_backbone(task, "warmstart")[0]
     path = pt.pretrain(task, epochs=2, lr=1e-3, seed=0, progress=False)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["recipe"]["epochs"] == 2 and meta["recipe"]["seed"] == 0 and meta["steps"] == 8
@@ -127,17 +134,17 @@ def test_warmstart_produce_reuse_and_record(tmp_path, monkeypatch):
     monkeypatch.setattr(pt, "evaluate", lambda *a, **k: pytest.fail("trained again"))
     assert pt.pretrain(Tiny(data=str(root)), epochs=2, lr=1e-3, seed=0, progress=False) == path
     fresh = Tiny(data=str(root))
-    model = fresh.build_model("warmstart")
+    model, info = build_backbone(fresh, "warmstart")
     from safetensors.torch import load_file
+
     assert torch.equal(model.state_dict()["head.weight"], load_file(str(path))["head.weight"])
-    info = fresh.init_info()
     assert info["init"] == "warmstart" and info["recipe"]["epochs"] == 2 and info["path"] == str(path)
     assert info["warmstart"]["final_test_accuracy"] == meta["final_test_accuracy"]
     assert "image folder" in info["warmstart"]["data_source"]
 
 
 def test_warmstart_key_depends_on_recipe_and_task_params():
-    from adcbench.pretrain import checkpoint_path, default_recipe
+    from adcbench.train.pretrain import checkpoint_path, default_recipe
 
     task = get_task("cifar10")()
     base = checkpoint_path(task)
@@ -147,7 +154,7 @@ def test_warmstart_key_depends_on_recipe_and_task_params():
 
 
 def test_sidecar_command_reproduces_the_recipe(tmp_path):
-    from adcbench.pretrain import pretrain
+    from adcbench.train.pretrain import pretrain
 
     root = write_folder(tmp_path / "ds", layout(n_train=2, n_test=1))
     path = pretrain(Tiny(data=str(root)), epochs=1, lr=5e-4, seed=3, max_steps=1, progress=False)

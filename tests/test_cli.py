@@ -5,28 +5,31 @@ import pytest
 from click.testing import CliRunner
 
 from adcbench.cli import main
-from adcbench.results import read_records
+from adcbench.core.records import read_records
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "adcbench.cli", *args], capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["run", "--method", "adcc"], "did you mean adc"),
-    (["run", "--task", "digitz"], "did you mean digits"),
-    (["run", "--method", "adc:xi=3"], "'xi'=3.0 is out of range; valid: float in (0, 1]"),
-    (["run", "--method", "adc:bogus=1"], "unknown parameter 'bogus'"),
-    (["run", "--method", "adc:xi"], "expected key=value"),
-    (["run", "--batch-size", "1"], "--batch-size"),
-    (["run", "--budget-bytes", "lots"], "not a byte count"),
-    (["run", "--split", "6"], "split=6 is out of range"),
-    (["methods", "zzz*"], "no method matches"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["run", "--method", "adcc"], "did you mean adc"),
+        (["run", "--task", "digitz"], "did you mean digits"),
+        (["run", "--method", "adc:xi=3"], "'xi'=3.0 is out of range; valid: float in (0, 1]"),
+        (["run", "--method", "adc:bogus=1"], "unknown parameter 'bogus'"),
+        (["run", "--method", "adc:xi"], "expected key=value"),
+        (["run", "--batch-size", "1"], "--batch-size"),
+        (["run", "--budget-bytes", "lots"], "not a byte count"),
+        (["run", "--split", "6"], "split=6 is out of range"),
+        (["methods", "zzz*"], "no method matches"),
+    ],
+)
 def test_user_errors_one_line_exit_2(args, needle):
     r = cli(*args)
     assert r.returncode == 2, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr
 
@@ -42,7 +45,9 @@ def test_methods_and_tasks_list_the_registry():
 
 @pytest.mark.slow
 def test_run_end_to_end_appends_record_with_wire_bytes(tmp_path):
-    r = cli("run", "--method", "adc:xi=0.25", "--max-steps", "12", "--eval-every", "6", "--out", str(tmp_path), "--quiet")
+    r = cli(
+        "run", "--method", "adc:xi=0.25", "--max-steps", "12", "--eval-every", "6", "--out", str(tmp_path), "--quiet"
+    )
     assert r.returncode == 0, r.stderr
     (rec,) = read_records(tmp_path)
     assert rec["status"] == "completed" and rec["method"] == "adc:xi=0.25" and rec["steps"] == 12
@@ -62,7 +67,18 @@ def test_run_end_to_end_appends_record_with_wire_bytes(tmp_path):
 def test_same_seed_same_bytes_and_accuracy(tmp_path):
     recs = []
     for i, seed in enumerate((3, 3, 4)):
-        r = cli("run", "--method", "adc", "--max-steps", "15", "--seed", str(seed), "--out", str(tmp_path / str(i)), "--quiet")
+        r = cli(
+            "run",
+            "--method",
+            "adc",
+            "--max-steps",
+            "15",
+            "--seed",
+            str(seed),
+            "--out",
+            str(tmp_path / str(i)),
+            "--quiet",
+        )
         assert r.returncode == 0, r.stderr
         recs.append(read_records(tmp_path / str(i))[0])
     a, b, c = recs
@@ -84,8 +100,20 @@ def test_nan_loss_exits_2_and_keeps_a_failed_record(tmp_path):
 @pytest.mark.slow
 def test_sweep_skips_completed_and_leaderboard_renders(tmp_path):
     out = str(tmp_path / "res")
-    r = cli("sweep", "--method", "adc:xi={0.1,0.5}", "--method", "none", "--seeds", "0-1", "--max-steps", "4",
-            "--out", out, "--quiet")
+    r = cli(
+        "sweep",
+        "--method",
+        "adc:xi={0.1,0.5}",
+        "--method",
+        "none",
+        "--seeds",
+        "0-1",
+        "--max-steps",
+        "4",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert len(read_records(out)) == 6
     r = cli("sweep", "--method", "adc:xi=0.5", "--seeds", "0", "--max-steps", "4", "--out", out, "--quiet")
@@ -109,7 +137,7 @@ def test_default_run_none_reaches_90_percent_on_digits(tmp_path):
 
 def test_paper_presets_default_to_pretrained_init_and_say_so_offline(tmp_path):
     """--init defaults to the task's: paper224 presets mean pretrained weights; offline that is one line."""
-    from adcbench.task import get_task
+    from adcbench.data.task import get_task
 
     assert get_task("cifar100")().default_init == "pretrained"
     assert get_task("digits")().default_init == "scratch"
@@ -118,7 +146,7 @@ def test_paper_presets_default_to_pretrained_init_and_say_so_offline(tmp_path):
 
 
 def test_methods_listing_shows_every_method_with_its_parameters():
-    from adcbench.method import METHODS
+    from adcbench.core.method import METHODS
 
     out = CliRunner().invoke(main, ["methods"]).output
     for name in METHODS.names():

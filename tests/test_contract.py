@@ -8,13 +8,13 @@ import math
 
 import pytest
 import torch
+from _harness import BATCH, make, one_thread  # noqa: F401 (module-wide fixture)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _harness import BATCH, make, one_thread  # noqa: F401 (module-wide fixture)
+from adcbench.core.method import METHODS
+from adcbench.core.pipeline import LosslessStage, Pipeline
 from adcbench.errors import AdcbenchError, WireFormatError
-from adcbench.method import METHODS
-from adcbench.pipeline import LosslessStage, Pipeline
 from adcbench.wire import CONTAINER_HEADER, Category, Field, Kind, Message, breakdown
 
 
@@ -102,7 +102,7 @@ def test_round_trip_and_gradients(spec: str) -> None:
 
 
 def _train_ctx(h):
-    from adcbench.method import Context
+    from adcbench.core.method import Context
 
     return Context(True, h.cut, 0, torch.Generator().manual_seed(1))
 
@@ -182,8 +182,12 @@ def _corrupt(data: bytes, op: str, a: int, b: int, junk: bytes) -> bytes:
     return junk
 
 
-CORRUPTION = st.tuples(st.sampled_from(["truncate", "flip", "splice", "extend", "random"]),
-                       st.integers(0, 1 << 20), st.integers(0, 7), st.binary(min_size=1, max_size=64))
+CORRUPTION = st.tuples(
+    st.sampled_from(["truncate", "flip", "splice", "extend", "random"]),
+    st.integers(0, 1 << 20),
+    st.integers(0, 7),
+    st.binary(min_size=1, max_size=64),
+)
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -304,4 +308,3 @@ def test_lossless_stage_must_come_last() -> None:
         Pipeline.from_spec("zstd+none")
     with pytest.raises(ParamError):
         Pipeline.from_spec("topk:values=float16+quant:bits=8")
-

@@ -1,13 +1,12 @@
 import torch
+from conftest import tiny_vit
 
-from adcbench.method import Cut
-from adcbench.pipeline import Pipeline
-from adcbench.roles import Client, Server
-from adcbench.split import split_vit
+from adcbench.core.method import Cut
+from adcbench.core.pipeline import Pipeline
+from adcbench.model.split import split_vit
+from adcbench.train.roles import Client, Server
 from adcbench.transport import Loopback
 from adcbench.wire import Message
-
-from conftest import tiny_vit
 
 # framing of a `none` forward message: 7 (magic, version, count) + field "1.x" (1+3+1+1+1+3*4)
 # + field "y" (1+1+1+1+1+4) + 4 (crc) = 39 bytes; backward: 7 + "1.g" (19) + 4 = 30 bytes.
@@ -70,7 +69,8 @@ def test_server_computes_on_decoded_bytes_only():
 
 
 def _ctx(pipeline):
-    from adcbench.method import Context
+    from adcbench.core.method import Context
+
     return Context(False, pipeline.cut)
 
 

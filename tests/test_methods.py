@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-
 from _harness import BATCH, make, one_thread  # noqa: F401 (module-wide fixture)
+
+from adcbench.core.method import Context, Cut
+from adcbench.core.pipeline import Pipeline
 from adcbench.errors import ParamError, WireFormatError
-from adcbench.method import Context, Cut
-from adcbench.pipeline import Pipeline
 from adcbench.wire import Field, Message, bits_for, breakdown
 
 CUT = Cut(tokens=17, dim=32, num_classes=10, batch_size=16)
@@ -209,7 +209,9 @@ def test_server_output_does_not_depend_on_token_order() -> None:
     h = make("tokenprune:ratio=0.5")
     h.server.net.eval()
     z = torch.randn(3, 8, 32)
-    perm = torch.cat([torch.zeros(1, dtype=torch.long), torch.randperm(7, generator=torch.Generator().manual_seed(0)) + 1])
+    perm = torch.cat(
+        [torch.zeros(1, dtype=torch.long), torch.randperm(7, generator=torch.Generator().manual_seed(0)) + 1]
+    )
     with torch.no_grad():
         a, b = h.server.net(z), h.server.net(z[:, perm])
     assert torch.allclose(a, b, atol=1e-5)
@@ -225,24 +227,29 @@ def test_adc_presets_fix_one_factor() -> None:
 
 
 def test_adc_presets_equal_their_recipes() -> None:
-    for preset, recipe in (("adc-token:xi=0.25", "adc:batch_rate=1,token_rate=0.25"),
-                           ("adc-batch:xi=0.25", "adc:batch_rate=0.25,token_rate=1")):
+    for preset, recipe in (
+        ("adc-token:xi=0.25", "adc:batch_rate=1,token_rate=0.25"),
+        ("adc-batch:xi=0.25", "adc:batch_rate=0.25,token_rate=1"),
+    ):
         assert make(preset).step()[:2] == make(recipe).step()[:2]
 
 
 # --------------------------------------------------------------------------------------------
 # nominal ratios (the paper's code accounting, --budget-accounting nominal)
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("spec,xi", [
-    ("topk:ratio=0.1", 0.1 * 1.359375),  # 23-bit indices at B·n·d = 128·197·192: xi = 1.359 r
-    ("randtopk:ratio=0.01", 0.01 * 1.359375),
-    ("quant:bits=8", 0.25),
-    ("quant:bits=8,grad_bits=4", 0.1875),
-    ("bottleneck:ratio=0.05", 0.05),
-    ("c3sl:R=8", 0.125),
-    ("adc-token:xi=0.1", 0.1),
-    ("tokenprune", None),  # not in the paper: no nominal charge
-])
+@pytest.mark.parametrize(
+    "spec,xi",
+    [
+        ("topk:ratio=0.1", 0.1 * 1.359375),  # 23-bit indices at B·n·d = 128·197·192: xi = 1.359 r
+        ("randtopk:ratio=0.01", 0.01 * 1.359375),
+        ("quant:bits=8", 0.25),
+        ("quant:bits=8,grad_bits=4", 0.1875),
+        ("bottleneck:ratio=0.05", 0.05),
+        ("c3sl:R=8", 0.125),
+        ("adc-token:xi=0.1", 0.1),
+        ("tokenprune", None),  # not in the paper: no nominal charge
+    ],
+)
 def test_nominal_ratio_is_the_papers_charge(spec: str, xi: float | None) -> None:
     p = Pipeline.from_spec(spec)
     p.setup(Cut(197, 192, 100, 128))

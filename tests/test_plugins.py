@@ -5,12 +5,12 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from _harness import one_thread  # noqa: F401 (module-wide fixture)
-from adcbench.method import METHODS
 
-PLUGIN = '''
-from adcbench.method import Method
+from adcbench.core.method import METHODS
+
+PLUGIN = """
+from adcbench.core.method import Method
 
 
 class Halve(Method):
@@ -25,7 +25,7 @@ class Halve(Method):
 
     def analytic_forward(self, batch, in_shape, training):
         return 0, batch
-'''
+"""
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 import pytest
 
+from adcbench.core.method import METHODS
+from adcbench.core.params import Param, parse_spec
+from adcbench.core.pipeline import Pipeline
+from adcbench.data.task import TASKS
 from adcbench.errors import ParamError, UnknownNameError
-from adcbench.method import METHODS
-from adcbench.params import Param, parse_spec
-from adcbench.pipeline import Pipeline
-from adcbench.task import TASKS
 
 
 def test_builtins_registered_and_wildcards():
@@ -20,11 +20,14 @@ def test_unknown_names_suggest_close_matches():
         TASKS.get("digit")
 
 
-@pytest.mark.parametrize("spec,expected", [
-    ("adc", [("adc", {})]),
-    ("adc:xi=0.1,rule=A", [("adc", {"xi": "0.1", "rule": "A"})]),
-    ("adc:xi=1e+0+float:dtype=float16", [("adc", {"xi": "1e+0"}), ("float", {"dtype": "float16"})]),
-])
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        ("adc", [("adc", {})]),
+        ("adc:xi=0.1,rule=A", [("adc", {"xi": "0.1", "rule": "A"})]),
+        ("adc:xi=1e+0+float:dtype=float16", [("adc", {"xi": "1e+0"}), ("float", {"dtype": "float16"})]),
+    ],
+)
 def test_parse_spec(spec, expected):
     assert parse_spec(spec) == expected
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from adcbench.results import append_record, config_hash, read_records
+from adcbench.core.records import append_record, config_hash, read_records
 
 
 def test_append_is_atomic_and_survives_a_crash(tmp_path, monkeypatch):

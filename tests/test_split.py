@@ -3,18 +3,21 @@ import copy
 import pytest
 import timm
 import torch
+from conftest import tiny_vit
 
 from adcbench.errors import AdcbenchError
-from adcbench.split import split_vit
-
-from conftest import tiny_vit
+from adcbench.model.split import split_vit
 
 
 def _models():
     yield "tiny", tiny_vit(depth=4), torch.randn(3, 1, 8, 8), 2
     torch.manual_seed(0)
-    yield "deit_tiny", timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=7), \
-        torch.randn(2, 3, 224, 224), 3
+    yield (
+        "deit_tiny",
+        timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=7),
+        torch.randn(2, 3, 224, 224),
+        3,
+    )
     yield "tiny_avgpool", tiny_vit(depth=3, global_pool="avg", class_token=False), torch.randn(3, 1, 8, 8), 1
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
-
 from _taskdata import SHARED_DATA, isolated, write_folder  # noqa: F401
-from adcbench.cli import main
+from click.testing import CliRunner
 from test_tasks_train import cifar_layout
+
+from adcbench.cli import main
 
 
 def invoke(*args: str):
@@ -18,14 +18,46 @@ def invoke(*args: str):
 
 def test_pretrain_then_run_from_the_warm_start(tmp_path):
     data = str(write_folder(tmp_path / "c", cifar_layout()))
-    res = invoke("run", "--method", "none", "--task", "cifar10", "--data", data, "--init", "warmstart",
-                 "--max-steps", "1", "--batch-size", "4", "--quiet", "--out", str(tmp_path / "r"))
+    res = invoke(
+        "run",
+        "--method",
+        "none",
+        "--task",
+        "cifar10",
+        "--data",
+        data,
+        "--init",
+        "warmstart",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert res.exit_code == 2 and f"adcbench pretrain --task cifar10 --data {data}" in res.output
     res = invoke("pretrain", "--task", "cifar10", "--data", data, "--epochs", "1", "--batch-size", "4", "--quiet")
     assert res.exit_code == 0, res.output
     assert "warm start" in res.output and "1 epochs" in res.output
-    res = invoke("run", "--method", "none", "--task", "cifar10", "--data", data, "--init", "warmstart",
-                 "--max-steps", "1", "--batch-size", "4", "--quiet", "--out", str(tmp_path / "r"))
+    res = invoke(
+        "run",
+        "--method",
+        "none",
+        "--task",
+        "cifar10",
+        "--data",
+        data,
+        "--init",
+        "warmstart",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "r" / "cifar10.jsonl").read_text().splitlines()[-1])
     assert record["model"]["init"] == "warmstart" and record["model"]["recipe"]["epochs"] == 1
@@ -33,8 +65,22 @@ def test_pretrain_then_run_from_the_warm_start(tmp_path):
 
 def test_task_parameters_reach_the_task(tmp_path):
     data = str(write_folder(tmp_path / "c", cifar_layout()))
-    res = invoke("run", "--method", "none", "--task", "cifar10:augment=none", "--data", data,
-                 "--max-steps", "1", "--batch-size", "4", "--quiet", "--out", str(tmp_path / "r"))
+    res = invoke(
+        "run",
+        "--method",
+        "none",
+        "--task",
+        "cifar10:augment=none",
+        "--data",
+        data,
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "r" / "cifar10.jsonl").read_text())
     assert record["task_params"]["augment"] == "none"
@@ -42,12 +88,15 @@ def test_task_parameters_reach_the_task(tmp_path):
     assert res.exit_code == 2 and "cpu32, paper224" in res.output
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["run", "--task", "cifar10"], "ADCBENCH_CIFAR10=PATH"),
-    (["run", "--task", "imagenet"], "HF_TOKEN"),
-    (["run", "--task", "cifar10", "--data", "/no/such/place"], "does not exist"),
-    (["pretrain", "--task", "imagenette"], "ADCBENCH_IMAGENETTE=PATH"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["run", "--task", "cifar10"], "ADCBENCH_CIFAR10=PATH"),
+        (["run", "--task", "imagenet"], "HF_TOKEN"),
+        (["run", "--task", "cifar10", "--data", "/no/such/place"], "does not exist"),
+        (["pretrain", "--task", "imagenette"], "ADCBENCH_IMAGENETTE=PATH"),
+    ],
+)
 def test_missing_data_exits_2_with_one_line(args, needle, monkeypatch):
     for env in ("ADCBENCH_CIFAR10", "ADCBENCH_IMAGENET", "ADCBENCH_IMAGENETTE"):
         monkeypatch.delenv(env, raising=False)
@@ -62,8 +111,22 @@ def test_missing_data_exits_2_with_one_line(args, needle, monkeypatch):
 def test_cli_run_on_the_real_archives(tmp_path, task, sub):
     if not (SHARED_DATA / sub).is_dir():
         pytest.skip(f"no ../shared/data/{sub}")
-    res = invoke("run", "--method", "none", "--task", task, "--data", str(SHARED_DATA / sub),
-                 "--max-steps", "1", "--val-fraction", "0.02", "--quiet", "--out", str(tmp_path))
+    res = invoke(
+        "run",
+        "--method",
+        "none",
+        "--task",
+        task,
+        "--data",
+        str(SHARED_DATA / sub),
+        "--max-steps",
+        "1",
+        "--val-fraction",
+        "0.02",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    )
     assert res.exit_code == 0, res.output
     assert f"{task} none" in res.output
     record = json.loads((tmp_path / f"{task}.jsonl").read_text())

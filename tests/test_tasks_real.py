@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _taskdata import SHARED_DATA, isolated  # noqa: F401
-from adcbench.task import get_task
+
+from adcbench.data.task import get_task
 
 CIFAR = SHARED_DATA / "cifar10-jpg"
 NETTE = SHARED_DATA / "imagenette2-224"
@@ -41,8 +41,9 @@ def test_imagenette_val_archive():
 DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
 
 
-@pytest.mark.skipif(not (Path(DEBIAN_FASHION) / "t10k-images-idx3-ubyte.gz").is_file(),
-                    reason="apt-get install dataset-fashion-mnist")
+@pytest.mark.skipif(
+    not (Path(DEBIAN_FASHION) / "t10k-images-idx3-ubyte.gz").is_file(), reason="apt-get install dataset-fashion-mnist"
+)
 def test_fashion_mnist_found_from_the_debian_package(monkeypatch):
     monkeypatch.delenv("ADCBENCH_FASHION_MNIST", raising=False)
     task = get_task("fashion-mnist")()

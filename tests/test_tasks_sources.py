@@ -8,12 +8,23 @@ import time
 import numpy as np
 import pytest
 import torch
+from _taskdata import (  # noqa: F401
+    CLASSES,
+    COLOURS,
+    Tiny,
+    TinyLazy,
+    colour_of,
+    encode,
+    isolated,
+    layout,
+    write_folder,
+    write_idx,
+    write_tar,
+)
 
-from _taskdata import (CLASSES, COLOURS, Tiny, TinyLazy, colour_of, encode, isolated, layout,  # noqa: F401
-                       write_folder, write_idx, write_tar)
-from adcbench import sources
+from adcbench.data.images import DataFormatError
+from adcbench.data.sources import base as sources
 from adcbench.errors import AdcbenchError, DatasetNotFoundError
-from adcbench.imagedata import DataFormatError
 
 
 def check_task(task, n_train=3, n_test=2):
@@ -56,8 +67,8 @@ def test_archive_pair_by_directory_and_by_either_file(tmp_path):
 
 def test_archive_per_split_without_split_folders(tmp_path):
     files = layout()
-    write_tar(tmp_path / "d-train.tgz", {k[len("train/"):]: v for k, v in files.items() if k.startswith("train/")})
-    write_tar(tmp_path / "d-val.tgz", {k[len("test/"):]: v for k, v in files.items() if k.startswith("test/")})
+    write_tar(tmp_path / "d-train.tgz", {k[len("train/") :]: v for k, v in files.items() if k.startswith("train/")})
+    write_tar(tmp_path / "d-val.tgz", {k[len("test/") :]: v for k, v in files.items() if k.startswith("test/")})
     check_task(Tiny(data=str(tmp_path / "d-val.tgz")))
 
 
@@ -74,8 +85,8 @@ def test_save_to_disk(tmp_path):
     def split(n):
         rows = [(encode(COLOURS[c]), k) for k, c in enumerate(CLASSES) for _ in range(n)]
         return datasets.Dataset.from_dict(
-            {"picture": [{"bytes": b, "path": None} for b, _ in rows], "y": [k for _, k in rows]},
-            features=feats)
+            {"picture": [{"bytes": b, "path": None} for b, _ in rows], "y": [k for _, k in rows]}, features=feats
+        )
 
     datasets.DatasetDict({"train": split(3), "test": split(2)}).save_to_disk(str(tmp_path / "hf"))
     check_task(Tiny(data=str(tmp_path / "hf")))
@@ -88,7 +99,7 @@ def test_lazy_image_folder(tmp_path):
 
 
 def test_idx_files_fashion_mnist(tmp_path):
-    from adcbench.task import get_task
+    from adcbench.data.task import get_task
 
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 20), ("t10k", 10)):
@@ -175,15 +186,18 @@ def test_unrecognised_directory(tmp_path):
         Tiny(data=str(tmp_path / "ds")).load_split("train")
 
 
-@pytest.mark.parametrize("name, env, hub", [
-    ("cifar10", "ADCBENCH_CIFAR10", "uoft-cs/cifar10"),
-    ("cifar100", "ADCBENCH_CIFAR100", "uoft-cs/cifar100"),
-    ("imagenette", "ADCBENCH_IMAGENETTE", "frgfm/imagenette"),
-    ("food101", "ADCBENCH_FOOD101", "ethz/food101"),
-    ("imagenet", "ADCBENCH_IMAGENET", "ILSVRC/imagenet-1k"),
-])
+@pytest.mark.parametrize(
+    "name, env, hub",
+    [
+        ("cifar10", "ADCBENCH_CIFAR10", "uoft-cs/cifar10"),
+        ("cifar100", "ADCBENCH_CIFAR100", "uoft-cs/cifar100"),
+        ("imagenette", "ADCBENCH_IMAGENETTE", "frgfm/imagenette"),
+        ("food101", "ADCBENCH_FOOD101", "ethz/food101"),
+        ("imagenet", "ADCBENCH_IMAGENET", "ILSVRC/imagenet-1k"),
+    ],
+)
 def test_missing_data_is_one_line_naming_flag_env_and_hub(name, env, hub, monkeypatch):
-    from adcbench.task import get_task
+    from adcbench.data.task import get_task
 
     monkeypatch.delenv(env, raising=False)
     start = time.perf_counter()
@@ -199,7 +213,7 @@ def test_missing_data_is_one_line_naming_flag_env_and_hub(name, env, hub, monkey
 
 
 def test_hub_probe_fails_fast_when_online_mode_but_unreachable(monkeypatch):
-    from adcbench import hub
+    from adcbench.data import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=0: False)
@@ -230,8 +244,9 @@ def test_decoded_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
 
 def test_validation_split_is_seeded_and_uses_the_eval_transform(tmp_path):
     files = layout(n_train=10)
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     for i in range(10):  # asymmetric images, so a flip would show
         img = Image.new("RGB", (16, 16), COLOURS["ant"])
@@ -271,15 +286,15 @@ def test_hub_source_through_load_dataset(monkeypatch):
     """The hub route, with `datasets.load_dataset` answering from data made here."""
     import datasets
 
-    from adcbench import hub
+    from adcbench.data import hub
 
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(CLASSES))})
 
     def split(n):
         rows = [(encode(COLOURS[c]), k) for k, c in enumerate(CLASSES) for _ in range(n)]
         return datasets.Dataset.from_dict(
-            {"image": [{"bytes": b, "path": None} for b, _ in rows], "label": [k for _, k in rows]},
-            features=feats)
+            {"image": [{"bytes": b, "path": None} for b, _ in rows], "label": [k for _, k in rows]}, features=feats
+        )
 
     calls = []
 
@@ -298,7 +313,7 @@ def test_hub_source_through_load_dataset(monkeypatch):
 
 
 def test_paper_augmentation_is_per_image_and_keeps_shapes():
-    from adcbench.imagedata import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
+    from adcbench.data.images import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
 
     torch.manual_seed(0)
     x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
@@ -315,7 +330,7 @@ def test_paper_augmentation_is_per_image_and_keeps_shapes():
 def test_food101_official_layout(tmp_path, task_cls):
     root = tmp_path / "food-101"
     lists = {"train": [], "test": []}
-    for k, c in enumerate(CLASSES):
+    for c in CLASSES:
         for i in range(5):
             write_folder(root, {f"images/{c}/{i}.jpg": encode(COLOURS[c], fmt="PNG")})
             lists["train" if i < 3 else "test"].append(f"{c}/{i}")
@@ -340,8 +355,14 @@ def test_dataloader_workers(tmp_path, task_cls):
     from torch.utils.data import DataLoader
 
     task = task_cls(data=str(write_folder(tmp_path / "ds", layout(n_train=4))))
-    loader = DataLoader(task.load_split("train"), batch_size=4, shuffle=True, drop_last=True, num_workers=2,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        task.load_split("train"),
+        batch_size=4,
+        shuffle=True,
+        drop_last=True,
+        num_workers=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     labels = torch.cat([y for _, y in loader])
     assert sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
 
@@ -359,7 +380,9 @@ def test_cached_report_keeps_the_full_bad_count(tmp_path):
 def test_lone_train_archive_says_what_is_missing(tmp_path):
     files = {k: v for k, v in layout().items() if k.startswith("train/")}
     arc = write_tar(tmp_path / "only-train.tar.gz", files)
-    with pytest.raises(DataFormatError, match=r"no images under a test/ or val/ or validation/ folder, and no sibling") as exc:
+    with pytest.raises(
+        DataFormatError, match=r"no images under a test/ or val/ or validation/ folder, and no sibling"
+    ) as exc:
         Tiny(data=str(arc)).load_split("train")
     assert "\n" not in str(exc.value)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _taskdata import encode, isolated, write_folder, write_idx, write_tar  # noqa: F401
-from adcbench.task import get_task
+
+from adcbench.data.task import get_task
 from adcbench.train import RunConfig, run
 
 CIFAR_CLASSES = get_task("cifar10").class_names
@@ -14,13 +14,26 @@ CIFAR_CLASSES = get_task("cifar10").class_names
 
 def cifar_layout(n=2, size=32, test_dir="test", fmt="PNG"):
     ext = ".png" if fmt == "PNG" else ".jpg"
-    return {f"{split}/{c}/{i}{ext}": encode((20 * k, 255 - 20 * k, 7 * i), size, fmt)
-            for split in ("train", test_dir) for k, c in enumerate(CIFAR_CLASSES) for i in range(n)}
+    return {
+        f"{split}/{c}/{i}{ext}": encode((20 * k, 255 - 20 * k, 7 * i), size, fmt)
+        for split in ("train", test_dir)
+        for k, c in enumerate(CIFAR_CLASSES)
+        for i in range(n)
+    }
 
 
 def one_step(task, data, **kw):
-    cfg = RunConfig(method="none", task=task, data=str(data), max_steps=1, batch_size=4,
-                    out=None, progress=False, eval_policy="raw", **kw)
+    cfg = RunConfig(
+        method="none",
+        task=task,
+        data=str(data),
+        max_steps=1,
+        batch_size=4,
+        out=None,
+        progress=False,
+        eval_policy="raw",
+        **kw,
+    )
     record = run(cfg)
     assert record["status"] == "completed" and record["steps"] == 1
     assert record["bytes"]["fwd"] > 0 and record["bytes"]["bwd"] > 0
@@ -37,7 +50,8 @@ def make_hf(path):
     for split in ("train", "test"):
         rows = [(v, CIFAR_CLASSES.index(k.split("/")[1])) for k, v in files.items() if k.startswith(split)]
         splits[split] = datasets.Dataset.from_dict(
-            {"img": [{"bytes": b, "path": None} for b, _ in rows], "label": [y for _, y in rows]}, features=feats)
+            {"img": [{"bytes": b, "path": None} for b, _ in rows], "label": [y for _, y in rows]}, features=feats
+        )
     datasets.DatasetDict(splits).save_to_disk(str(path))
     return path
 
@@ -74,7 +88,7 @@ def test_fashion_mnist_one_step_from_idx(tmp_path):
 
 
 def test_warmstart_init_reaches_the_run_record(tmp_path):
-    from adcbench.pretrain import pretrain
+    from adcbench.train.pretrain import pretrain
 
     data = write_folder(tmp_path / "c", cifar_layout())
     path = pretrain("cifar10", data=str(data), epochs=1, batch_size=4, progress=False)
@@ -86,9 +100,18 @@ def test_warmstart_init_reaches_the_run_record(tmp_path):
 def test_paper224_preset_one_step(tmp_path):
     """The paper's pipeline: RandAugment + ColorJitter at 32 px, upsampling to 224, DeiT-T."""
     data = write_folder(tmp_path / "c", cifar_layout(n=1))
-    cfg = RunConfig(method="none", task="cifar10", task_params={"preset": "paper224"}, data=str(data),
-                    max_steps=1, batch_size=2, out=None, progress=False, eval_policy="raw",
-                    init="scratch")  # paper224 defaults to pretrained weights, not reachable offline
+    cfg = RunConfig(
+        method="none",
+        task="cifar10",
+        task_params={"preset": "paper224"},
+        data=str(data),
+        max_steps=1,
+        batch_size=2,
+        out=None,
+        progress=False,
+        eval_policy="raw",
+        init="scratch",
+    )  # paper224 defaults to pretrained weights, not reachable offline
     record = run(cfg)
     assert record["status"] == "completed" and record["cut"]["tokens"] == 197 and record["cut"]["dim"] == 192
     assert record["model"]["arch"] == "deit_tiny_patch16_224"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from _harness import one_thread  # noqa: F401 (module-wide fixture)
-from adcbench.method import METHODS
-from adcbench.pipeline import LosslessStage
+
+from adcbench.core.method import METHODS
+from adcbench.core.pipeline import LosslessStage
 from adcbench.train import RunConfig, run
 
 SPECS = [f"quant:bits=4+{n}" if issubclass(METHODS.get(n), LosslessStage) else n for n in METHODS.names()]
@@ -16,8 +16,7 @@ SPECS += ["adc:xi=0.1+quant:bits=8", "bottleneck:ratio=0.1+quant:bits=4", "topk:
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS)
 def test_trains_on_digits(spec: str) -> None:
-    rec = run(RunConfig(method=spec, task="digits", max_steps=5, epochs=1, eval_every=5, out=None,
-                        progress=False))
+    rec = run(RunConfig(method=spec, task="digits", max_steps=5, epochs=1, eval_every=5, out=None, progress=False))
     assert rec["status"] == "completed" and rec["steps"] == 5
     fwd, bwd = rec["analytic_bytes_per_step"]["fwd"], rec["analytic_bytes_per_step"]["bwd"]
     parts = rec["bytes"]["breakdown_fwd"]

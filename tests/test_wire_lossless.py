@@ -11,8 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adcbench.errors import WireFormatError
-from adcbench.wire import (CONTAINER_HEADER, Codec, Field, Message, breakdown, compress_container,
-                           decompress_container, pack_bits, packed_nbytes, unpack_bits)
+from adcbench.wire import (
+    CONTAINER_HEADER,
+    Codec,
+    Field,
+    Message,
+    breakdown,
+    compress_container,
+    decompress_container,
+    pack_bits,
+    packed_nbytes,
+    unpack_bits,
+)
 
 
 def reference_pack(values: np.ndarray, bits: int) -> bytes:
@@ -40,8 +50,11 @@ def test_pack_bits_rejects_values_that_do_not_fit() -> None:
 
 
 def _message(compressible: bool) -> bytes:
-    x = torch.zeros(64, 17, 32) if compressible else torch.from_numpy(
-        np.frombuffer(os.urandom(64 * 17 * 32 * 4), dtype=np.float32).copy()).nan_to_num()
+    x = (
+        torch.zeros(64, 17, 32)
+        if compressible
+        else torch.from_numpy(np.frombuffer(os.urandom(64 * 17 * 32 * 4), dtype=np.float32).copy()).nan_to_num()
+    )
     return Message({"x": Field.tensor(x), "y": Field.packed(torch.arange(64) % 10, 4)}).encode()
 
 
@@ -51,8 +64,9 @@ def test_container_breakdown_reports_inner_parts_and_saving(codec: Codec) -> Non
     data = compress_container(inner, codec, 3)
     b, ib = breakdown(data), breakdown(inner)
     assert sum(b.values()) == len(data)
-    assert {k: b[k] for k in ("payload", "side", "labels", "framing")} == \
-           {k: ib[k] for k in ("payload", "side", "labels", "framing")}
+    assert {k: b[k] for k in ("payload", "side", "labels", "framing")} == {
+        k: ib[k] for k in ("payload", "side", "labels", "framing")
+    }
     assert b["lossless"] == len(data) - len(inner) < -len(inner) // 2
     assert decompress_container(data, expect=codec) == inner
 
@@ -66,8 +80,12 @@ def test_incompressible_message_is_stored_with_header_only(codec: Codec) -> None
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from([Codec.ZLIB, Codec.ZSTD]), st.integers(0, 10**6), st.integers(0, 7),
-       st.sampled_from(["truncate", "flip", "extend"]))
+@given(
+    st.sampled_from([Codec.ZLIB, Codec.ZSTD]),
+    st.integers(0, 10**6),
+    st.integers(0, 7),
+    st.sampled_from(["truncate", "flip", "extend"]),
+)
 def test_corrupted_container_raises_wire_format_error(codec: Codec, pos: int, bit: int, op: str) -> None:
     inner = _message(compressible=True)
     data = compress_container(inner, codec, 3)
@@ -75,7 +93,7 @@ def test_corrupted_container_raises_wire_format_error(codec: Codec, pos: int, bi
     if op == "truncate":
         bad = data[:i]
     elif op == "flip":
-        bad = data[:i] + bytes([data[i] ^ (1 << bit)]) + data[i + 1:]
+        bad = data[:i] + bytes([data[i] ^ (1 << bit)]) + data[i + 1 :]
         try:  # a flip in deflate's final padding bits is not corruption: the same message comes out
             if decompress_container(bad, expect=codec) == inner:
                 return

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from .errors import ParamError
+from adcbench.errors import ParamError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +45,7 @@ class Param:
         try:
             value = _coerce(self.type, raw)
         except (TypeError, ValueError):
-            raise ParamError(
-                f"{where}parameter {self.name!r} got {raw!r}; expected {self.range_text()}"
-            ) from None
+            raise ParamError(f"{where}parameter {self.name!r} got {raw!r}; expected {self.range_text()}") from None
         if self.choices is not None and value not in self.choices:
             raise ParamError(f"{where}parameter {self.name!r}={value!r}; valid: {self.range_text()}")
         if self.type in (int, float):
@@ -56,7 +55,9 @@ class Param:
             if self.high is not None:
                 bad |= value > self.high or (self.high_open and value == self.high)
             if bad:
-                raise ParamError(f"{where}parameter {self.name!r}={value!r} is out of range; valid: {self.range_text()}")
+                raise ParamError(
+                    f"{where}parameter {self.name!r}={value!r} is out of range; valid: {self.range_text()}"
+                )
         return value
 
 
@@ -87,9 +88,7 @@ def _coerce(typ: type, raw: Any) -> Any:
     return typ(raw)
 
 
-def resolve_params(
-    declared: Sequence[Param], given: Mapping[str, Any], owner: str
-) -> dict[str, Any]:
+def resolve_params(declared: Sequence[Param], given: Mapping[str, Any], owner: str) -> dict[str, Any]:
     """Validate `given` against `declared`; fill defaults. Unknown keys are an error."""
     by_name = {p.name: p for p in declared}
     unknown = [k for k in given if k not in by_name]
@@ -134,9 +133,7 @@ def parse_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
 
 def format_spec(name: str, params: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> str:
     """Inverse of parse_spec for one stage; with `defaults`, only non-default values appear."""
-    items = [
-        f"{k}={_fmt(v)}" for k, v in params.items() if defaults is None or defaults.get(k) != v
-    ]
+    items = [f"{k}={_fmt(v)}" for k, v in params.items() if defaults is None or defaults.get(k) != v]
     return name + (":" + ",".join(items) if items else "")
 
 

@@ -9,15 +9,23 @@ Byte-level lossless stages (`zstd`, `zlib`) wrap the encoded message when regist
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import ParamError, WireFormatError
-from .method import METHODS, Context, Cut, Method, label_field, label_nbytes
-from .params import parse_spec
-from .wire import Message
+from adcbench.core.method import (
+    METHODS,
+    Context,
+    Cut,
+    Method,
+    label_field,
+    label_nbytes,
+)
+from adcbench.core.params import parse_spec
+from adcbench.errors import ParamError, WireFormatError
+from adcbench.wire import Message
 
 DEFAULT_TERMINAL = "float"
 
@@ -32,7 +40,7 @@ class LosslessStage:
     lossless = True
 
     def __init__(self, **params: Any) -> None:
-        from .params import resolve_params
+        from adcbench.core.params import resolve_params
 
         self.config = resolve_params(self.params, params, f"method {self.registry_name}")
 
@@ -44,7 +52,7 @@ class LosslessStage:
 
     @property
     def spec(self) -> str:
-        from .params import format_spec
+        from adcbench.core.params import format_spec
 
         return format_spec(self.registry_name, self.config, {p.name: p.default for p in self.params})
 
@@ -63,7 +71,7 @@ class Pipeline:
             raise ParamError("a method needs at least one stage")
         lossy = [s for s in stages if not getattr(s, "lossless", False)]
         lossless = [s for s in stages if getattr(s, "lossless", False)]
-        if lossless and stages[-len(lossless):] != lossless:
+        if lossless and stages[-len(lossless) :] != lossless:
             raise ParamError("lossless stages (zstd, zlib) must come last in a method spec")
         if not lossy:
             raise ParamError("a method needs a lossy or identity stage before lossless ones (e.g. none+zstd)")
@@ -80,8 +88,10 @@ class Pipeline:
         self.user_spec = "+".join(s.spec for s in stages)
         for s in lossy[:-1]:
             if s.default_terminal() != (DEFAULT_TERMINAL, {}):  # type: ignore[union-attr]
-                raise ParamError(f"{s.spec}: its value dtype applies only when it is the last lossy stage; "
-                                 f"set the dtype on the stage that follows it instead")
+                raise ParamError(
+                    f"{s.spec}: its value dtype applies only when it is the last lossy stage; "
+                    f"set the dtype on the stage that follows it instead"
+                )
         if not lossy[-1].terminal:  # type: ignore[union-attr]
             name, params = lossy[-1].default_terminal()  # type: ignore[union-attr]
             lossy.append(METHODS.get(name)(**params))
@@ -90,7 +100,7 @@ class Pipeline:
         self.cut: Cut | None = None
 
     @classmethod
-    def from_spec(cls, spec: str) -> "Pipeline":
+    def from_spec(cls, spec: str) -> Pipeline:
         return cls(build_stage(name, params) for name, params in parse_spec(spec))
 
     @property
@@ -229,10 +239,11 @@ class Pipeline:
 def _check_shape(x: torch.Tensor, shape: tuple[int, ...], stage: Method) -> None:
     if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != tuple(shape) or not x.dtype.is_floating_point:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise WireFormatError(f"{stage.registry_name}: decoded a tensor of shape {got}, expected (batch, "
-                              f"{', '.join(map(str, shape))})")
+        raise WireFormatError(
+            f"{stage.registry_name}: decoded a tensor of shape {got}, expected (batch, {', '.join(map(str, shape))})"
+        )
 
 
 def _local(msg: Message, index: int) -> dict[str, Any]:
     prefix = f"{index}."
-    return {k[len(prefix):]: f.value for k, f in msg.fields.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: f.value for k, f in msg.fields.items() if k.startswith(prefix)}

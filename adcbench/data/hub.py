@@ -11,7 +11,7 @@ import socket
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import DatasetNotFoundError
+from adcbench.errors import DatasetNotFoundError
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -60,8 +60,7 @@ def one_line(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def load_hub_split(hub_id: str, config: str | None, split: str, unreachable: str,
-                   gated: bool = False) -> Any:
+def load_hub_split(hub_id: str, config: str | None, split: str, unreachable: str, gated: bool = False) -> Any:
     """`datasets.load_dataset(hub_id, config, split=split)`, or DatasetNotFoundError(unreachable).
     `gated`: `unreachable` already explains the token; otherwise a 401/403 adds that hint."""
     if not hub_offline() and not hub_reachable():

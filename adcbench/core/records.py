@@ -11,8 +11,9 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA = 1
 
@@ -23,17 +24,26 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
+def adcbench_version() -> str:
+    """The installed adcbench version (read from the package metadata, not the package, so the
+    core layer never imports the top-level plugin API)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("adcbench")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def provenance(device: str) -> dict[str, Any]:
     import numpy
     import timm
     import torch
 
-    import adcbench
-
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the checkout: adcbench/core/records.py
     commit, dirty = _git(root, "rev-parse", "HEAD"), _git(root, "status", "--porcelain", "--untracked-files=no")
     return {
-        "adcbench": adcbench.__version__,
+        "adcbench": adcbench_version(),
         "git_commit": commit,
         "git_dirty": bool(dirty) if commit else None,
         "python": platform.python_version(),

@@ -17,13 +17,27 @@ from typing import Any, ClassVar
 
 from torch.utils.data import Dataset
 
-from .imagedata import (
-    AUGMENTS, GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, ArrayImageDataset, BatchTransform,
-    DataFormatError, ImageDataset, LazyImageDataset,
+from adcbench.core.params import Param
+from adcbench.data.images import (
+    AUGMENTS,
+    GRAY_MEAN,
+    GRAY_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArrayImageDataset,
+    BatchTransform,
+    DataFormatError,
+    ImageDataset,
+    LazyImageDataset,
 )
-from .params import Param
-from .sources import DecodedSplit, HFSource, LazySplit, Source, resolve_local
-from .task import Task
+from adcbench.data.sources import (
+    DecodedSplit,
+    HFSource,
+    LazySplit,
+    Source,
+    resolve_local,
+)
+from adcbench.data.task import Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +60,25 @@ class Preset:
     warmstart_lr: float = 1e-3
 
 
-def small_vit(image_size: int, patch_size: int, in_chans: int = 3, embed_dim: int = 192,
-              depth: int = 6, num_heads: int = 3, mlp_ratio: float = 2.0) -> dict[str, Any]:
+def small_vit(
+    image_size: int,
+    patch_size: int,
+    in_chans: int = 3,
+    embed_dim: int = 192,
+    depth: int = 6,
+    num_heads: int = 3,
+    mlp_ratio: float = 2.0,
+) -> dict[str, Any]:
     """Keywords for a small timm VisionTransformer that trains on a CPU (split at block 3)."""
-    return dict(img_size=image_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
-                depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
+    return dict(
+        img_size=image_size,
+        patch_size=patch_size,
+        in_chans=in_chans,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+    )
 
 
 def loader_workers(most: int = 4) -> int:
@@ -64,9 +92,18 @@ def loader_workers(most: int = 4) -> int:
 
 def deit(name: str) -> Preset:
     """The paper's setup: a pretrained DeiT at 224 px with its augmentation."""
-    return Preset(image_size=224, store_size=224, arch=name, arch_kwargs={}, batch_size=128,
-                  lr=1e-4, epochs=10, augment="paper", init="pretrained",
-                  num_workers=loader_workers())
+    return Preset(
+        image_size=224,
+        store_size=224,
+        arch=name,
+        arch_kwargs={},
+        batch_size=128,
+        lr=1e-4,
+        epochs=10,
+        augment="paper",
+        init="pretrained",
+        num_workers=loader_workers(),
+    )
 
 
 class ImageTask(Task):
@@ -97,11 +134,11 @@ class ImageTask(Task):
         # Class attributes show the default preset, so code reading the class sees real values.
         _apply_preset(cls, cls.presets[cls.default_preset])
         cls.params = (
-            Param("preset", str, cls.default_preset, "resolution/backbone preset",
-                  choices=tuple(cls.presets)),
+            Param("preset", str, cls.default_preset, "resolution/backbone preset", choices=tuple(cls.presets)),
             # Not `optional`: the spec parser would read augment=none as "unset".
-            Param("augment", str, "preset", "train augmentation; `preset` = the preset's",
-                  choices=("preset",) + AUGMENTS),
+            Param(
+                "augment", str, "preset", "train augmentation; `preset` = the preset's", choices=("preset",) + AUGMENTS
+            ),
         ) + tuple(p for p in cls.params if p.name not in ("preset", "augment"))
 
     def __init__(self, data: str | None = None, **params: Any) -> None:
@@ -117,9 +154,12 @@ class ImageTask(Task):
     def missing_message(self) -> str:
         env = f" or set {self.data_env}=PATH" if self.data_env else ""
         where = f"{self.hub_id}" + (
-            "; gated: accept its terms on huggingface.co and set HF_TOKEN" if self.hub_gated else "")
-        return (f"{self.registry_name}: no local data (pass --data PATH{env}, {self.data_help}) "
-                f"and the Hugging Face hub is unreachable ({where})")
+            "; gated: accept its terms on huggingface.co and set HF_TOKEN" if self.hub_gated else ""
+        )
+        return (
+            f"{self.registry_name}: no local data (pass --data PATH{env}, {self.data_help}) "
+            f"and the Hugging Face hub is unreachable ({where})"
+        )
 
     def resolve_source(self) -> Source:
         if self._source is None:
@@ -136,24 +176,28 @@ class ImageTask(Task):
             if Path(path).exists():
                 return resolve_local(path, self.registry_name, names)
         if self.hub_id is None:
-            from .errors import DatasetNotFoundError
+            from adcbench.errors import DatasetNotFoundError
 
             raise DatasetNotFoundError(self.missing_message())
-        from .hub import load_hub_split
+        from adcbench.data.hub import load_hub_split
 
         config = self.preset.hub_config
-        splits = {s: load_hub_split(self.hub_id, config, name, self.missing_message(), self.hub_gated)
-                  for s, name in self.hub_splits.items()}
-        return HFSource(splits, ["hub", self.hub_id, config], f"hub {self.hub_id}",
-                        self.hub_image_col, self.hub_label_col)
+        splits = {
+            s: load_hub_split(self.hub_id, config, name, self.missing_message(), self.hub_gated)
+            for s, name in self.hub_splits.items()
+        }
+        return HFSource(
+            splits, ["hub", self.hub_id, config], f"hub {self.hub_id}", self.hub_image_col, self.hub_label_col
+        )
 
     def _load(self, split: str) -> DecodedSplit | LazySplit:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if split not in self._loaded:
             source = self.resolve_source()
-            data = source.load(split, tag=self.registry_name, size=self.preset.store_size,
-                               channels=self.store_channels, lazy=self.lazy)
+            data = source.load(
+                split, tag=self.registry_name, size=self.preset.store_size, channels=self.store_channels, lazy=self.lazy
+            )
             self._check_classes(source, split, data.classes)
             self._loaded[split] = data
         return self._loaded[split]
@@ -161,21 +205,20 @@ class ImageTask(Task):
     def _check_classes(self, source: Source, split: str, classes: list[str]) -> None:
         where = f"{self.registry_name} ({source.describe()})"
         if len(classes) != self.num_classes:
-            raise DataFormatError(
-                f"{where}: {split} has {len(classes)} classes, the task has {self.num_classes}")
+            raise DataFormatError(f"{where}: {split} has {len(classes)} classes, the task has {self.num_classes}")
         other = "test" if split == "train" else "train"
         other_classes = self._loaded[other].classes if other in self._loaded else source.classes(other)
         if list(other_classes) != list(classes):
             a, b = set(classes) - set(other_classes), set(other_classes) - set(classes)
             raise DataFormatError(
                 f"{where}: class folders differ between train and test: only in {split}: "
-                f"{sorted(a)[:5]}, only in {other}: {sorted(b)[:5]}")
+                f"{sorted(a)[:5]}, only in {other}: {sorted(b)[:5]}"
+            )
 
     # -- datasets ----------------------------------------------------------------------------
     def transform(self, train: bool) -> BatchTransform:
         mean, std = (GRAY_MEAN, GRAY_STD) if self.in_chans == 1 else (IMAGENET_MEAN, IMAGENET_STD)
-        return BatchTransform(self.image_size, mean, std, train=train, augment=self.augment,
-                              out_chans=self.in_chans)
+        return BatchTransform(self.image_size, mean, std, train=train, augment=self.augment, out_chans=self.in_chans)
 
     def load_split(self, split: str, train_transform: bool | None = None) -> Dataset:
         """`train` or `test` as (normalized float C×H×W, label). Training augmentation applies to
@@ -184,8 +227,16 @@ class ImageTask(Task):
         transform = self.transform(split == "train" if train_transform is None else train_transform)
         where = f"{self.registry_name} {split}"
         if isinstance(data, LazySplit):
-            return LazyImageDataset(data.fetch, data.names, data.labels, data.classes,
-                                    self.preset.store_size, self.store_channels, transform, where)
+            return LazyImageDataset(
+                data.fetch,
+                data.names,
+                data.labels,
+                data.classes,
+                self.preset.store_size,
+                self.store_channels,
+                transform,
+                where,
+            )
         return ArrayImageDataset(data.images, data.labels, data.classes, transform)
 
     def eval_view(self, train: Dataset) -> Dataset:
@@ -205,9 +256,14 @@ class ImageTask(Task):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        out.update(preset=self.config["preset"], augment=self.augment, init=self.default_init,
-                   budget_samples=self.budget_samples,
-                   in_chans=self.in_chans, arch_kwargs=dict(self.arch_kwargs))
+        out.update(
+            preset=self.config["preset"],
+            augment=self.augment,
+            init=self.default_init,
+            budget_samples=self.budget_samples,
+            in_chans=self.in_chans,
+            arch_kwargs=dict(self.arch_kwargs),
+        )
         return out
 
 
@@ -222,4 +278,3 @@ def _apply_preset(target: Any, p: Preset) -> None:
     target.augment = p.augment
     target.default_init = p.init
     target.num_workers = p.num_workers
-

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import AdcbenchError
+from adcbench.errors import AdcbenchError
 
 
 def create_vit(arch: str, num_classes: int, init: str = "scratch", **kwargs: Any) -> nn.Module:

@@ -9,13 +9,12 @@ import dataclasses
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from .params import Param, resolve_params
-from .registry import Registry
+from adcbench.core.params import Param, resolve_params
+from adcbench.core.registry import Registry
 
-TASKS: Registry[type["Task"]] = Registry("task", "adcbench.tasks", "adcbench.tasks")
+TASKS: Registry[type[Task]] = Registry("task", "adcbench.tasks", "adcbench.tasks")
 register_task = TASKS.register
 
 
@@ -76,22 +75,11 @@ class Task:
         return train
 
     # -- model ----------------------------------------------------------------------------
-    def build_model(self, init: str = "scratch", arch: str | None = None) -> nn.Module:
-        """The backbone with `init` = scratch | pretrained | warmstart | a checkpoint PATH (see
-        `adcbench.backbones`). What was loaded is kept in `self.last_init_info` for the record."""
-        from .backbones import build_backbone
-
-        model, self.last_init_info = build_backbone(self, init, arch)
-        return model
-
+    # Building the backbone is `adcbench.model.backbones.build_backbone(task, init, arch)`: the
+    # data layer describes the model (arch, keywords) but never imports the model layer.
     def data_info(self) -> dict[str, Any]:
         """Where the data came from (and, for image tasks, per-split counts) for the record."""
         return {"source": self.source}
-
-    def init_info(self, init: str | None = None) -> dict[str, Any]:
-        """How the last `build_model` initialised the backbone (path, sha256, warm-start recipe).
-        `init` is accepted for callers that pass it; the record is that of the last build."""
-        return dict(getattr(self, "last_init_info", {}) or {})
 
     def model_kwargs(self, arch: str | None = None) -> dict[str, Any]:
         if arch is None or arch == self.arch:

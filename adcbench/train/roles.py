@@ -7,11 +7,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import TrainingDivergedError, WireFormatError
-from .method import Context, Cut, label_dtype
-from .pipeline import Pipeline
-from .split import ClientNet, ServerNet
-from .wire import Category, Field, Message
+from adcbench.core.method import Context, Cut, label_dtype
+from adcbench.core.pipeline import Pipeline
+from adcbench.errors import TrainingDivergedError, WireFormatError
+from adcbench.model.split import ClientNet, ServerNet
+from adcbench.wire import Category, Field, Message
 
 
 def _params(net: torch.nn.Module, pipeline: Pipeline, side: str) -> list[torch.nn.Parameter]:
@@ -26,8 +26,9 @@ def _to(msg: Message, device: torch.device) -> Message:
 
 
 class Client:
-    def __init__(self, net: ClientNet, pipeline: Pipeline, cut: Cut, lr: float, seed: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, net: ClientNet, pipeline: Pipeline, cut: Cut, lr: float, seed: int, device: torch.device
+    ) -> None:
         self.net, self.pipeline, self.cut, self.device = net, pipeline, cut, device
         self.opt = torch.optim.Adam(_params(net, pipeline, "client"), lr=lr)
         self.generator = torch.Generator().manual_seed(seed)  # method randomness (K-means init, ...)
@@ -48,8 +49,9 @@ class Client:
         assert self._carrier is not None and self._ctx is not None, "backward before forward"
         grad = self.pipeline.decode_backward(_to(self.pipeline.unpack(data), self.device), self._ctx)
         if grad.shape != self._carrier.shape:
-            raise WireFormatError(f"gradient of shape {tuple(grad.shape)} for a tensor of shape "
-                                  f"{tuple(self._carrier.shape)}")
+            raise WireFormatError(
+                f"gradient of shape {tuple(grad.shape)} for a tensor of shape {tuple(self._carrier.shape)}"
+            )
         self.opt.zero_grad(set_to_none=True)
         self._carrier.backward(grad.to(self._carrier.dtype))
         self.opt.step()
@@ -67,8 +69,9 @@ class Client:
 
 
 class Server:
-    def __init__(self, net: ServerNet, pipeline: Pipeline, cut: Cut, lr: float, seed: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, net: ServerNet, pipeline: Pipeline, cut: Cut, lr: float, seed: int, device: torch.device
+    ) -> None:
         self.net, self.pipeline, self.cut, self.device = net, pipeline, cut, device
         self.opt = torch.optim.Adam(_params(net, pipeline, "server"), lr=lr)
         self.generator = torch.Generator().manual_seed(seed + 1)
@@ -101,4 +104,6 @@ class Server:
         ctx = Context(False, self.cut, 0, self.generator)
         server_in, _, _ = pipeline.decode_forward(_to(pipeline.unpack(data), self.device), ctx)
         pred = self.net(server_in).argmax(dim=1)
-        return Message({"pred": Field.tensor(pred.to(label_dtype(self.cut.num_classes)).cpu(), Category.LABELS)}).encode()
+        return Message(
+            {"pred": Field.tensor(pred.to(label_dtype(self.cut.num_classes)).cpu(), Category.LABELS)}
+        ).encode()

@@ -13,9 +13,10 @@ import importlib
 import importlib.metadata
 import pkgutil
 import warnings
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
-from .errors import UnknownNameError
+from adcbench.errors import UnknownNameError
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ class Registry(Generic[T]):
                     raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
             try:
-                setattr(obj, "registry_name", name)
+                obj.registry_name = name
             except (AttributeError, TypeError):
                 pass
             return obj

@@ -7,10 +7,9 @@ without touching methods or the loop's logic. `Loopback` keeps both roles in one
 
 from __future__ import annotations
 
-import collections
-from typing import Callable
+from collections.abc import Callable
 
-from .wire import BREAKDOWN_KEYS, breakdown
+from adcbench.wire import BREAKDOWN_KEYS, breakdown
 
 DIRECTIONS = ("fwd", "bwd", "eval_fwd", "eval_bwd")
 
@@ -55,19 +54,3 @@ class Transport:
 
     def recv(self, direction: str) -> bytes:
         raise NotImplementedError  # abstract
-
-
-class Loopback(Transport):
-    """In-process: a FIFO per direction. The receiver gets a fresh copy of the bytes."""
-
-    def __init__(self, meter: Meter | None = None) -> None:
-        super().__init__(meter)
-        self._queues: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
-
-    def _deliver(self, direction: str, data: bytes) -> None:
-        self._queues[direction].append(bytes(bytearray(data)))
-
-    def recv(self, direction: str) -> bytes:
-        if not self._queues[direction]:
-            raise RuntimeError(f"no {direction} message in flight")
-        return self._queues[direction].popleft()

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import AdcbenchError
-from .models import create_vit
-
-if TYPE_CHECKING:
-    from .task import Task
+from adcbench.data.task import Task
+from adcbench.errors import AdcbenchError
+from adcbench.model.vit import create_vit
+from adcbench.model.warmstart import find_warmstart
 
 INIT_KEYWORDS = ("scratch", "pretrained", "warmstart")
 HEAD_KEYS = ("head.weight", "head.bias")
@@ -59,9 +58,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if type(exc).__name__ == "UnpicklingError":  # weights_only refused a pickled object
             raise CheckpointError(
                 f"checkpoint {path} holds pickled objects beyond tensors; refused (weights_only); "
-                "save a state_dict or .safetensors") from None
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                "save a state_dict or .safetensors"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -87,10 +88,12 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], where: str) -
         prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
         try:
             state["pos_embed"] = resample_abs_pos_embed(
-                pe, new_size=list(model.patch_embed.grid_size), num_prefix_tokens=prefix)
+                pe, new_size=list(model.patch_embed.grid_size), num_prefix_tokens=prefix
+            )
         except Exception:
-            raise CheckpointError(f"{where}: position embeddings {tuple(pe.shape)} cannot be "
-                                  f"resampled to {tuple(own['pos_embed'].shape)}") from None
+            raise CheckpointError(
+                f"{where}: position embeddings {tuple(pe.shape)} cannot be resampled to {tuple(own['pos_embed'].shape)}"
+            ) from None
         notes["pos_embed"] = "resampled"
     bad = [k for k in state if k in own and state[k].shape != own[k].shape]
     missing = [k for k in own if k not in state and not (k in HEAD_KEYS and "head" in notes)]
@@ -111,20 +114,23 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], where: str) -
 def _pretrained(arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
     import timm
 
-    from .hub import hub_offline, hub_reachable, one_line, sync_offline
+    from adcbench.data.hub import hub_offline, hub_reachable, one_line, sync_offline
 
     if arch == "vit":
         raise AdcbenchError(
             "init=pretrained needs a timm model name with weights (e.g. --arch "
-            f"deit_tiny_patch16_224); this backbone is a custom ViT: use {ALTERNATIVES}")
+            f"deit_tiny_patch16_224); this backbone is a custom ViT: use {ALTERNATIVES}"
+        )
     try:
         has_weights = timm.is_model_pretrained(arch) or arch in timm.list_pretrained()
     except Exception:  # unknown names raise inside timm on some versions
         has_weights = False
     if not has_weights:
         raise AdcbenchError(f"init=pretrained: timm has no pretrained weights for {arch!r}; use {ALTERNATIVES}")
-    unreachable = (f"init=pretrained: cannot fetch {arch} weights (the Hugging Face hub is "
-                   f"unreachable and they are not in the local cache); use {ALTERNATIVES}")
+    unreachable = (
+        f"init=pretrained: cannot fetch {arch} weights (the Hugging Face hub is "
+        f"unreachable and they are not in the local cache); use {ALTERNATIVES}"
+    )
     if not hub_offline() and not hub_reachable():
         raise AdcbenchError(unreachable)
     sync_offline()
@@ -134,8 +140,7 @@ def _pretrained(arch: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Modul
         raise AdcbenchError(f"{unreachable} [{one_line(exc)}]") from None
 
 
-def build_backbone(task: "Task", init: str = "scratch", arch: str | None = None
-                   ) -> tuple[nn.Module, dict[str, Any]]:
+def build_backbone(task: Task, init: str = "scratch", arch: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The task's model (or `arch`) with `init` applied; also a JSON-able record of the init."""
     from timm.models.vision_transformer import VisionTransformer
 
@@ -153,19 +158,25 @@ def build_backbone(task: "Task", init: str = "scratch", arch: str | None = None
     if init == "scratch":
         return model, info
     if init == "warmstart":
-        from .pretrain import find_warmstart
-
         path, meta = find_warmstart(task, arch)
         # The recipe, and how the warm start turned out, travel into the run record.
-        info.update(path=str(path), sha256=meta.get("sha256"), recipe=meta.get("recipe"),
-                    warmstart={k: meta.get(k) for k in ("command", "final_test_accuracy",
-                               "final_val_accuracy", "steps", "created", "versions")})
+        info.update(
+            path=str(path),
+            sha256=meta.get("sha256"),
+            recipe=meta.get("recipe"),
+            warmstart={
+                k: meta.get(k)
+                for k in ("command", "final_test_accuracy", "final_val_accuracy", "steps", "created", "versions")
+            },
+        )
         info["warmstart"]["data_source"] = (meta.get("data") or {}).get("source")
     else:
         path = Path(init).expanduser()
         if not path.is_file():
-            raise AdcbenchError(f"--init {init!r}: expected scratch, pretrained, warmstart or a "
-                                "checkpoint file (.safetensors or torch state_dict); no such file")
+            raise AdcbenchError(
+                f"--init {init!r}: expected scratch, pretrained, warmstart or a "
+                "checkpoint file (.safetensors or torch state_dict); no such file"
+            )
         info.update(init="path", path=str(path.resolve()), sha256=file_sha256(path))
     info.update(load_weights(model, read_state_dict(path), f"checkpoint {path}"))
     return model, info

@@ -18,16 +18,17 @@ Methods never see the transport: they produce and consume `Field`s; the pipeline
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .params import Param, format_spec, resolve_params
-from .registry import Registry
-from .wire import Category, Field
+from adcbench.core.params import Param, format_spec, resolve_params
+from adcbench.core.registry import Registry
+from adcbench.wire import Category, Field
 
-METHODS: Registry[type["Method"]] = Registry("method", "adcbench.methods", "adcbench.methods")
+METHODS: Registry[type[Method]] = Registry("method", "adcbench.methods", "adcbench.methods")
 register_method = METHODS.register
 
 Fields = dict[str, Field]

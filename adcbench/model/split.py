@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import AdcbenchError
+from adcbench.errors import AdcbenchError
 
 
 class ClientNet(nn.Module):
@@ -60,8 +60,16 @@ class ClientNet(nn.Module):
 
 
 class ServerNet(nn.Module):
-    def __init__(self, blocks: nn.Sequential, norm: nn.Module, fc_norm: nn.Module, head_drop: nn.Module,
-                 head: nn.Module, global_pool: str, num_prefix_tokens: int) -> None:
+    def __init__(
+        self,
+        blocks: nn.Sequential,
+        norm: nn.Module,
+        fc_norm: nn.Module,
+        head_drop: nn.Module,
+        head: nn.Module,
+        global_pool: str,
+        num_prefix_tokens: int,
+    ) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise AdcbenchError(f"global_pool={global_pool!r} is not supported (use 'token' or 'avg')")
@@ -73,7 +81,7 @@ class ServerNet(nn.Module):
         x = self.norm(self.blocks(h))
         # Token order after pruning does not matter: positions were embedded on the client, the
         # blocks are permutation-equivariant and CLS stays first.
-        x = x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens:].mean(dim=1)
+        x = x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens :].mean(dim=1)
         return self.head(self.head_drop(self.fc_norm(x)))
 
 
@@ -89,8 +97,15 @@ def split_vit(vit: nn.Module, split: int, capture_attention: bool = False) -> tu
     if getattr(vit, "attn_pool", None) is not None:
         raise AdcbenchError("attention-pool heads are not supported; use global_pool='token' or 'avg'")
     blocks = list(vit.blocks)
-    server = ServerNet(nn.Sequential(*blocks[split:]), vit.norm, vit.fc_norm, vit.head_drop, vit.head,
-                       vit.global_pool, int(vit.num_prefix_tokens))
+    server = ServerNet(
+        nn.Sequential(*blocks[split:]),
+        vit.norm,
+        vit.fc_norm,
+        vit.head_drop,
+        vit.head,
+        vit.global_pool,
+        int(vit.num_prefix_tokens),
+    )
     vit.blocks = nn.Sequential(*blocks[:split])
     vit.norm, vit.fc_norm, vit.head_drop, vit.head = nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity()
     return ClientNet(vit, split, capture_attention), server
@@ -101,7 +116,6 @@ def cut_shape(client: ClientNet, image_size: int, in_chans: int) -> tuple[int, i
     with torch.no_grad():
         was = client.training
         client.eval()
-        h, _ = client(torch.zeros(1, in_chans, image_size, image_size,
-                                  device=next(client.parameters()).device))
+        h, _ = client(torch.zeros(1, in_chans, image_size, image_size, device=next(client.parameters()).device))
         client.train(was)
     return int(h.shape[1]), int(h.shape[2])

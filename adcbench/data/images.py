@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .errors import AdcbenchError
+from adcbench.errors import AdcbenchError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,8 +69,7 @@ def check_bad(count: int, total: int, example: str, where: str) -> None:
             f"{where}: {count} of {total} images ({frac:.1%}) are corrupt or unreadable "
             f"(e.g. {example}); more than {MAX_BAD_FRACTION:.0%}, refusing to train on it"
         )
-    warnings.warn(f"{where}: skipped {count} of {total} corrupt or unreadable images (e.g. {example})",
-                  stacklevel=3)
+    warnings.warn(f"{where}: skipped {count} of {total} corrupt or unreadable images (e.g. {example})", stacklevel=3)
 
 
 @dataclass
@@ -118,9 +118,7 @@ class BatchTransform:
         if self.augment == "paper":
             from torchvision.transforms import v2
 
-            self._per_image = v2.Compose(
-                [v2.RandAugment(num_ops=2, magnitude=9), v2.ColorJitter(0.4, 0.4, 0.4, 0.0)]
-            )
+            self._per_image = v2.Compose([v2.RandAugment(num_ops=2, magnitude=9), v2.ColorJitter(0.4, 0.4, 0.4, 0.0)])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._per_image is not None:
@@ -133,8 +131,11 @@ class BatchTransform:
         x = x.float()
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(
-                x, size=(self.image_size, self.image_size), mode="bilinear",
-                align_corners=False, antialias=True,
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
             )
         if self.out_chans is not None and x.shape[1] != self.out_chans:
             x = x.expand(-1, self.out_chans, -1, -1)  # grayscale into an RGB backbone
@@ -145,8 +146,12 @@ class BatchTransform:
         return torch.addcmul(-mean / std, x, 1.0 / (255.0 * std))
 
     def describe(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "augment": self.augment,
-                "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
+        return {
+            "image_size": self.image_size,
+            "augment": self.augment,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+        }
 
 
 class ImageDataset(Dataset):
@@ -178,7 +183,7 @@ class ImageDataset(Dataset):
             raise IndexError(i)
         return self.__getitems__([i % len(self)])[0]
 
-    def with_transform(self, transform: BatchTransform) -> "ImageDataset":
+    def with_transform(self, transform: BatchTransform) -> ImageDataset:
         """The same images under another transform (e.g. a validation split carved from train)."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
@@ -189,8 +194,7 @@ class ImageDataset(Dataset):
 class ArrayImageDataset(ImageDataset):
     """Decoded images held as one uint8 N×H×W×C array (in memory or a read-only memmap)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str],
-                 transform: BatchTransform) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str], transform: BatchTransform) -> None:
         if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
             raise ValueError(f"expected uint8 N×H×W×C images matching labels, got {images.shape}")
         super().__init__(classes, labels, transform)
@@ -222,9 +226,17 @@ class LazyImageDataset(ImageDataset):
     An undecodable image is replaced by the next decodable one and counted; more than
     MAX_BAD_FRACTION bad images among those fetched (after 200) stops the run with an error."""
 
-    def __init__(self, fetch: Callable[[int], Any], names: Callable[[int], str],
-                 labels: np.ndarray, classes: list[str], size: int, channels: int,
-                 transform: BatchTransform, where: str) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[int], Any],
+        names: Callable[[int], str],
+        labels: np.ndarray,
+        classes: list[str],
+        size: int,
+        channels: int,
+        transform: BatchTransform,
+        where: str,
+    ) -> None:
         super().__init__(classes, labels, transform)
         self.fetch, self.names = fetch, names
         self.size, self.channels, self.where = size, channels, where

@@ -1,0 +1,108 @@
+"""CPU warm start, the lookup half: where a task's warm-start checkpoint lives and how to find it.
+
+`adcbench.train.pretrain` trains and writes the checkpoint; this module only keys and finds it,
+so building a backbone (`--init warmstart`) never imports the training code.
+
+
+Split-learning runs on a CPU cannot afford to start from random weights every time, and the
+paper's ImageNet-pretrained DeiTs are GPU-sized. `pretrain` trains the task's backbone with Adam
+on the train split minus the held-out validation part (so tuning on `val_fraction <= 0.1` with the
+same `val_seed` never sees warm-start training images), then writes
+
+    $ADCBENCH_CACHE/warmstart/<task>-<arch>-<hash>.safetensors   (weights)
+    $ADCBENCH_CACHE/warmstart/<task>-<arch>-<hash>.json          (recipe, accuracy, versions)
+
+where the hash covers the task and its parameters, the backbone and its keywords, and the recipe.
+`--init warmstart` loads the checkpoint of the task's default recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adcbench.core.cache import cache_dir, config_hash
+from adcbench.core.params import format_spec
+from adcbench.data.task import Task
+from adcbench.errors import AdcbenchError
+
+DEFAULT_SEED = 0
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def default_recipe(task: Task) -> dict[str, Any]:
+    preset = getattr(task, "preset", None)
+    return {
+        "epochs": getattr(preset, "warmstart_epochs", task.epochs),
+        "lr": getattr(preset, "warmstart_lr", task.lr),
+        "seed": DEFAULT_SEED,
+        "batch_size": task.batch_size,
+        "val_fraction": DEFAULT_VAL_FRACTION,
+        "val_seed": 0,
+        "optimizer": "adam",
+    }
+
+
+def _model_config(task: Task, arch: str | None) -> dict[str, Any]:
+    return {
+        "task": task.registry_name,
+        "task_params": dict(task.config),
+        "arch": arch or task.arch,
+        "model_kwargs": task.model_kwargs(arch),
+        "num_classes": task.num_classes,
+    }
+
+
+def checkpoint_path(task: Task, arch: str | None = None, recipe: dict[str, Any] | None = None) -> Path:
+    """Where the warm start of (task, backbone, recipe) lives; the recipe defaults to the task's."""
+    recipe = recipe or default_recipe(task)
+    key = config_hash({"model": _model_config(task, arch), "recipe": recipe})
+    return cache_dir("warmstart") / f"{task.registry_name}-{arch or task.arch}-{key}.safetensors"
+
+
+def pretrain_command(task: Task, recipe: dict[str, Any] | None = None, arch: str | None = None) -> str:
+    """The `adcbench pretrain` command line for a task (and a recipe's non-default settings)."""
+    spec = format_spec(task.registry_name, task.config, {p.name: p.default for p in task.params})
+    cmd = f"adcbench pretrain --task {spec}" + (f" --data {task.data}" if task.data else "")
+    if arch:
+        cmd += f" --arch {arch}"
+    default = default_recipe(task)
+    for key, flag in (
+        ("epochs", "--epochs"),
+        ("lr", "--lr"),
+        ("seed", "--seed"),
+        ("batch_size", "--batch-size"),
+        ("val_fraction", "--val-fraction"),
+        ("max_steps", "--max-steps"),
+    ):
+        if recipe is not None and key in recipe and recipe[key] != default.get(key):
+            cmd += f" {flag} {recipe[key]:g}" if isinstance(recipe[key], float) else f" {flag} {recipe[key]}"
+    return cmd
+
+
+def find_warmstart(task: Task, arch: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """The warm start of this task and backbone, with its sidecar metadata, or a clear error.
+
+    Several recipes may have been pretrained for the same model: the task's default recipe wins,
+    otherwise the most recently created one (the returned metadata says which recipe it was)."""
+    import json
+
+    default = checkpoint_path(task, arch)
+    if default.is_file() and default.with_suffix(".json").is_file():
+        return default, json.loads(default.with_suffix(".json").read_text())
+    model = json.loads(json.dumps(_model_config(task, arch), default=str))
+    found: list[tuple[str, Path, dict[str, Any]]] = []
+    for sidecar in default.parent.glob(f"{task.registry_name}-*.json"):
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        weights = sidecar.with_suffix(".safetensors")
+        if meta.get("model") == model and weights.is_file():
+            found.append((meta.get("created", ""), weights, meta))
+    if not found:
+        raise AdcbenchError(
+            f"init=warmstart: no warm-start checkpoint for {task.registry_name} "
+            f"({arch or task.arch}) yet; produce it with `{pretrain_command(task, arch=arch)}`"
+        )
+    _, path, meta = max(found, key=lambda f: (f[0], str(f[1])))
+    return path, meta

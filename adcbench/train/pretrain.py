@@ -1,0 +1,156 @@
+"""CPU warm start, the training half: train the unsplit, uncompressed model once and cache it.
+
+The checkpoint's key, path and lookup live in `adcbench.model.warmstart`; see its docstring.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from adcbench.core.cache import write_json_atomic
+from adcbench.core.params import parse_spec
+from adcbench.core.records import adcbench_version
+from adcbench.data.task import Task, get_task
+from adcbench.errors import TrainingDivergedError
+from adcbench.model.backbones import build_backbone, file_sha256
+from adcbench.model.warmstart import (
+    DEFAULT_SEED,
+    DEFAULT_VAL_FRACTION,
+    _model_config,
+    checkpoint_path,
+    default_recipe,
+    find_warmstart,
+    pretrain_command,
+)
+
+__all__ = ["pretrain", "evaluate", "checkpoint_path", "default_recipe", "find_warmstart", "pretrain_command"]
+
+
+def _resolve_task(task: Task | str, data: str | None) -> Task:
+    if isinstance(task, Task):
+        return task
+    [(name, params)] = parse_spec(task)
+    return get_task(name)(data=data, **params)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Any, batch_size: int, num_workers: int = 0) -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+        correct += int((model(x).argmax(-1) == y).sum())
+        total += len(y)
+    return correct / max(1, total)
+
+
+def pretrain(
+    task: Task | str,
+    data: str | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    seed: int = DEFAULT_SEED,
+    *,
+    arch: str | None = None,
+    batch_size: int | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    val_seed: int = 0,
+    max_steps: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train `task`'s unsplit backbone from scratch and cache it; return the checkpoint path.
+
+    An existing checkpoint with the same key is reused unless `force`. `max_steps` stops early
+    (for smoke tests); it is part of the recipe, so it never masquerades as a full warm start."""
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    task = _resolve_task(task, data)
+    recipe = default_recipe(task)
+    recipe.update({k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size).items() if v is not None})
+    recipe.update(seed=seed, val_fraction=val_fraction, val_seed=val_seed)
+    if max_steps is not None:
+        recipe["max_steps"] = max_steps
+    path = checkpoint_path(task, arch, recipe)
+    if path.is_file() and path.with_suffix(".json").is_file() and not force:
+        return path
+
+    torch.manual_seed(seed)
+    model, _ = build_backbone(task, "scratch", arch)
+    splits = task.splits(val_fraction, val_seed)
+    bs = min(recipe["batch_size"], len(splits.train))
+    loader = DataLoader(
+        splits.train,
+        batch_size=bs,
+        shuffle=True,
+        drop_last=True,
+        num_workers=task.num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
+    loss_fn = nn.CrossEntropyLoss()
+    steps, start = 0, time.time()
+    total = recipe["epochs"] * len(loader) if max_steps is None else min(max_steps, recipe["epochs"] * len(loader))
+    bar = tqdm(total=total, desc=f"pretrain {task.registry_name}", disable=not progress, unit="step")
+    for epoch in range(recipe["epochs"]):
+        model.train()
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"pretrain {task.registry_name}: loss became {loss.item()} at step {steps}; lower --lr"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            if max_steps is not None and steps >= max_steps:
+                break
+        if max_steps is not None and steps >= max_steps:
+            break
+    bar.close()
+    test_acc = evaluate(model, splits.test, bs, task.num_workers)
+    val_acc = evaluate(model, splits.eval, bs, task.num_workers) if splits.eval_name == "val" else None
+
+    import timm
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    meta = {
+        "recipe": recipe,
+        "model": _model_config(task, arch),
+        "data": _data_description(task),
+        "steps": steps,
+        "train_seconds": round(time.time() - start, 1),
+        "final_test_accuracy": test_acc,
+        "final_val_accuracy": val_acc,
+        "sha256": file_sha256(tmp),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "adcbench": adcbench_version(),
+            "torch": torch.__version__,
+            "timm": timm.__version__,
+            "python": platform.python_version(),
+        },
+        "command": pretrain_command(task, recipe, arch),
+    }
+    write_json_atomic(path.with_suffix(".json"), meta)
+    tmp.replace(path)  # weights last: a checkpoint file always has its sidecar
+    return path
+
+
+def _data_description(task: Task) -> Any:
+    info = getattr(task, "data_info", None)
+    if callable(info):
+        return info()
+    return {"source": task.source}

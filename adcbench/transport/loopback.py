@@ -1,0 +1,23 @@
+"""In-process transport: both roles in one process, a FIFO of bytes per direction."""
+
+from __future__ import annotations
+
+import collections
+
+from .base import Meter, Transport
+
+
+class Loopback(Transport):
+    """In-process: a FIFO per direction. The receiver gets a fresh copy of the bytes."""
+
+    def __init__(self, meter: Meter | None = None) -> None:
+        super().__init__(meter)
+        self._queues: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
+
+    def _deliver(self, direction: str, data: bytes) -> None:
+        self._queues[direction].append(bytes(bytearray(data)))
+
+    def recv(self, direction: str) -> bytes:
+        if not self._queues[direction]:
+            raise RuntimeError(f"no {direction} message in flight")
+        return self._queues[direction].popleft()

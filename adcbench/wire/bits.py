@@ -1,0 +1,86 @@
+"""Bit packing: unsigned integers of any width 1..32, LSB-first, exactly n bits per value.
+
+A PACKED field's body is made here, so an n-bit code or a log2(N)-bit index costs exactly n bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def packed_nbytes(count: int, bits: int) -> int:
+    return (count * bits + 7) // 8
+
+
+def bits_for(n_values: int) -> int:
+    """Bits needed to tell `n_values` values apart (at least 1)."""
+    return max(1, int(n_values - 1).bit_length())
+
+
+# --------------------------------------------------------------------------------------------
+# bit packing (vectorized numpy; LSB-first within the stream)
+# --------------------------------------------------------------------------------------------
+# Any width: 8 consecutive values of `bits` bits fill exactly `bits` bytes, so the stream is a
+# matrix of groups (rows of 8 values <-> rows of `bits` bytes). Value p of a group starts at bit
+# p*bits of its row; a fixed loop over p and over the <= 5 bytes it touches packs every row at
+# once (values never overlap, so OR-ing bytes is exact).
+def _group_layout(bits: int) -> list[tuple[int, int, int]]:
+    """(position p, first byte, bit offset) for each of the 8 values of a group."""
+    return [(p, (p * bits) // 8, (p * bits) % 8) for p in range(8)]
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    v = np.ascontiguousarray(values).ravel()
+    if v.size and (int(v.min()) < 0 or int(v.max()) >> bits):
+        raise ValueError(f"values must lie in [0, 2**{bits}) to pack in {bits} bits")
+    if bits in (8, 16, 32):
+        return v.astype(f"<u{bits // 8}").tobytes()
+    if bits == 1:
+        return np.packbits(v.astype(np.uint8), bitorder="little").tobytes()
+    if bits in (2, 4):  # several values per byte, none straddles a byte
+        per = 8 // bits
+        w = np.zeros(-(-v.size // per) * per, dtype=np.uint8)
+        w[: v.size] = v
+        w = w.reshape(-1, per)
+        out = w[:, 0].copy()
+        for p in range(1, per):
+            out |= w[:, p] << np.uint8(p * bits)
+        return out.tobytes()
+    count = v.size
+    groups = -(-count // 8)
+    g = np.zeros(groups * 8, dtype=np.uint64)
+    g[:count] = v
+    g = g.reshape(groups, 8)
+    out = np.zeros((groups, bits), dtype=np.uint8)
+    for p, first, off in _group_layout(bits):
+        w = g[:, p] << np.uint64(off)
+        for j in range((off + bits + 7) // 8):
+            out[:, first + j] |= ((w >> np.uint64(8 * j)) & np.uint64(0xFF)).astype(np.uint8)
+    return out.tobytes()[: packed_nbytes(count, bits)]
+
+
+def unpack_bits(data: bytes | memoryview, count: int, bits: int) -> np.ndarray:
+    if bits in (8, 16, 32):
+        return np.frombuffer(data, dtype=f"<u{bits // 8}", count=count).astype(np.int64)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if bits == 1:
+        return np.unpackbits(buf, count=count, bitorder="little").astype(np.int64)
+    if bits in (2, 4):
+        per, mask = 8 // bits, np.uint8((1 << bits) - 1)
+        out = np.empty((len(buf), per), dtype=np.uint8)
+        for p in range(per):
+            np.bitwise_and(buf >> np.uint8(p * bits), mask, out=out[:, p])
+        return out.ravel()[:count].astype(np.int64)
+    groups = -(-count // 8)
+    full = np.zeros(groups * bits, dtype=np.uint8)
+    n = min(len(buf), full.size)
+    full[:n] = buf[:n]
+    rows = full.reshape(groups, bits)
+    mask = np.uint64((1 << bits) - 1)
+    out = np.empty((groups, 8), dtype=np.int64)
+    for p, first, off in _group_layout(bits):
+        w = np.zeros(groups, dtype=np.uint64)
+        for j in range((off + bits + 7) // 8):
+            w |= rows[:, first + j].astype(np.uint64) << np.uint64(8 * j)
+        out[:, p] = ((w >> np.uint64(off)) & mask).astype(np.int64)
+    return out.ravel()[:count]
