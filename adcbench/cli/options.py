@@ -1,0 +1,135 @@
+"""Options shared by `run` and `sweep`, and turning them into a RunConfig."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from adcbench.errors import AdcbenchError
+
+SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]i?)?b?\s*", text.lower())
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a byte count (e.g. 2e9, 500MB, 1.5GiB)")
+    value = float(m.group(1)) * SI[m.group(2) or ""]
+    if value < 1:
+        raise click.BadParameter(f"{text!r} must be at least 1 byte")
+    return int(value)
+
+
+def _task_spec(spec: str) -> tuple[str, dict[str, str]]:
+    from adcbench.core.params import parse_spec
+
+    (name, params), *rest = parse_spec(spec)
+    if rest:
+        raise AdcbenchError(f"a task spec has one part, got {spec!r}")
+    return name, params
+
+
+def run_options(f: Callable) -> Callable:
+    opts = [
+        click.option(
+            "--task",
+            "task_spec",
+            default="digits",
+            show_default=True,
+            help="Task name, optionally with parameters (`imagenette:preset=cpu112`).",
+        ),
+        click.option("--data", default=None, help="Local dataset path (folder, archive or saved dataset)."),
+        click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [default: the task's]."),
+        click.option(
+            "--budget-bytes", default=None, help="Stop before training traffic (fwd+bwd) exceeds this (e.g. 2GB)."
+        ),
+        click.option(
+            "--budget-accounting",
+            type=click.Choice(["measured", "nominal"]),
+            default="measured",
+            show_default=True,
+            help="nominal: charge ξ·C_base per step as the paper's code does.",
+        ),
+        click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many steps."),
+        click.option(
+            "--batch-size", type=click.IntRange(2), default=None, help="Training batch [default: the task's]."
+        ),
+        click.option("--split", type=click.IntRange(1), default=None, help="Client blocks l [default: the task's]."),
+        click.option(
+            "--lr", type=click.FloatRange(0, min_open=True), default=None, help="Adam learning rate, both sides."
+        ),
+        click.option(
+            "--eval-every", type=click.IntRange(0), default=None, help="Steps between evaluations (0: each epoch)."
+        ),
+        click.option(
+            "--eval-policy", type=click.Choice(["raw", "compressed", "both"]), default="both", show_default=True
+        ),
+        click.option(
+            "--val-fraction",
+            type=click.FloatRange(0, 1, max_open=True),
+            default=0.0,
+            show_default=True,
+            help="Carve a validation split from train and evaluate the history on it.",
+        ),
+        click.option(
+            "--init",
+            default=None,
+            help="scratch | pretrained | warmstart | PATH [default: the task's: scratch, or pretrained for paper224].",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(1),
+            default=None,
+            help="torch CPU threads (1 is often fastest on a busy 2-core machine).",
+        ),
+        click.option("--arch", default=None, help="timm ViT name overriding the task's backbone."),
+        click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
+        click.option("--out", default="results", show_default=True, help="Folder for <task>.jsonl records."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _config(method: str, seed: int, kw: dict[str, Any]):
+    from adcbench.train.loop import RunConfig
+
+    task, task_params = _task_spec(kw["task_spec"])
+    return RunConfig(
+        method=method,
+        task=task,
+        task_params=task_params,
+        data=kw["data"],
+        seed=seed,
+        epochs=kw["epochs"],
+        budget_bytes=parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None,
+        budget_accounting=kw["budget_accounting"],
+        max_steps=kw["max_steps"],
+        batch_size=kw["batch_size"],
+        split=kw["split"],
+        lr=kw["lr"],
+        eval_every=kw["eval_every"],
+        eval_policy=kw["eval_policy"],
+        val_fraction=kw["val_fraction"],
+        init=kw["init"],
+        arch=kw["arch"],
+        threads=kw["threads"],
+        device=kw["device"],
+        out=kw["out"],
+        progress=not kw["quiet"],
+    )
+
+
+def _report(rec: dict[str, Any]) -> None:
+    f, b = rec["final"], rec["bytes"]
+    acc_c = f"  acc(compressed eval) {f['acc_compressed']:.4f}" if f.get("acc_compressed") is not None else ""
+    click.echo(
+        f"{rec['task']} {rec['method']} seed={rec['seed']}: acc {f['acc']:.4f}{acc_c}  steps {rec['steps']}  "
+        f"sent {b['fwd'] / 1e6:.2f} MB fwd / {b['bwd'] / 1e6:.2f} MB bwd "
+        f"({b['per_sample_fwd']:,.0f} / {b['per_sample_bwd']:,.0f} B per sample)"
+        + (f"  -> {rec['record_file']}" if rec.get("record_file") else "")
+    )
