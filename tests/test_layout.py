@@ -88,8 +88,9 @@ def test_public_api_names_resolve() -> None:
 def test_plugin_on_the_public_api_trains_through_the_loop(public_api_plugin) -> None:
     from adcbench.train import RunConfig, run
 
-    rec = run(RunConfig(method="api-unit", task="api-blobs", max_steps=3, out=None, progress=False,
-                        eval_policy="compressed"))
+    rec = run(
+        RunConfig(method="api-unit", task="api-blobs", max_steps=3, out=None, progress=False, eval_policy="compressed")
+    )
     assert rec["status"] == "completed" and rec["steps"] == 3
     b, n, d = 16, rec["cut"]["tokens"], rec["cut"]["dim"]
     # The plugin's side field and the float32 rest crossed the wire, and nothing else.
@@ -99,12 +100,18 @@ def test_plugin_on_the_public_api_trains_through_the_loop(public_api_plugin) -> 
 
 
 OLD_PATHS = {
-    "adcbench.method": "adcbench.core.method", "adcbench.params": "adcbench.core.params",
-    "adcbench.pipeline": "adcbench.core.pipeline", "adcbench.results": "adcbench.core.records",
-    "adcbench.task": "adcbench.data.task", "adcbench.imagetask": "adcbench.data.imagetask",
-    "adcbench.sources": "adcbench.data.sources", "adcbench.split": "adcbench.model.split",
-    "adcbench.backbones": "adcbench.model.backbones", "adcbench.pretrain": "adcbench.train.pretrain",
-    "adcbench.roles": "adcbench.train.roles", "adcbench.leaderboard": "adcbench.report.leaderboard",
+    "adcbench.method": "adcbench.core.method",
+    "adcbench.params": "adcbench.core.params",
+    "adcbench.pipeline": "adcbench.core.pipeline",
+    "adcbench.results": "adcbench.core.records",
+    "adcbench.task": "adcbench.data.task",
+    "adcbench.imagetask": "adcbench.data.imagetask",
+    "adcbench.sources": "adcbench.data.sources",
+    "adcbench.split": "adcbench.model.split",
+    "adcbench.backbones": "adcbench.model.backbones",
+    "adcbench.pretrain": "adcbench.train.pretrain",
+    "adcbench.roles": "adcbench.train.roles",
+    "adcbench.leaderboard": "adcbench.report.leaderboard",
 }
 
 

@@ -17,19 +17,41 @@ from adcbench.report.tables import acc_at_budget, bytes_to_reach, deployment_pol
 
 def record(method: str, seed: int, accs: list[float], step_bytes: int, created: str = "2026-01-01") -> dict:
     """A completed run evaluated every 10 steps; `step_bytes` per step, split evenly fwd/bwd."""
-    hist = [{"step": 10 * (i + 1), "epoch": i + 1, "bytes_fwd": 5 * step_bytes * (i + 1),
-             "bytes_bwd": 5 * step_bytes * (i + 1), "acc": a, "acc_compressed": a - 0.1}
-            for i, a in enumerate(accs)]
+    hist = [
+        {
+            "step": 10 * (i + 1),
+            "epoch": i + 1,
+            "bytes_fwd": 5 * step_bytes * (i + 1),
+            "bytes_bwd": 5 * step_bytes * (i + 1),
+            "acc": a,
+            "acc_compressed": a - 0.1,
+        }
+        for i, a in enumerate(accs)
+    ]
     steps = 10 * len(accs)
     half = steps * step_bytes // 2
     part = {"payload": half - 10, "side": 4, "labels": 6, "framing": 0}
     return {
-        "task": "toy", "method": method, "config_hash": f"h-{method}", "seed": seed, "status": "completed",
-        "history": hist, "steps": steps, "train": {"batch_size": 10}, "model": {"init": "scratch"},
+        "task": "toy",
+        "method": method,
+        "config_hash": f"h-{method}",
+        "seed": seed,
+        "status": "completed",
+        "history": hist,
+        "steps": steps,
+        "train": {"batch_size": 10},
+        "model": {"init": "scratch"},
         "final": {"acc": accs[-1], "acc_compressed": accs[-1] - 0.1, "epoch": len(accs), "step": steps},
-        "bytes": {"fwd": half, "bwd": half, "per_sample_fwd": half / (steps * 10), "per_sample_bwd": half / (steps * 10),
-                  "breakdown_fwd": part, "breakdown_bwd": part},
-        "wall_s": 1.0, "provenance": {"created": created},
+        "bytes": {
+            "fwd": half,
+            "bwd": half,
+            "per_sample_fwd": half / (steps * 10),
+            "per_sample_bwd": half / (steps * 10),
+            "breakdown_fwd": part,
+            "breakdown_bwd": part,
+        },
+        "wall_s": 1.0,
+        "provenance": {"created": created},
     }
 
 
@@ -62,15 +84,32 @@ def test_budget_reads_history_and_never_extrapolates() -> None:
 
 
 def test_equal_steps_uses_the_largest_common_step() -> None:
-    h = pd.DataFrame({"method": ["a", "a", "b"], "config_hash": ["1", "1", "2"], "seed": [0, 0, 0],
-                      "step": [10, 20, 10], "bytes": [1, 2, 1], "acc": [0.2, 0.9, 0.4]})
+    h = pd.DataFrame(
+        {
+            "method": ["a", "a", "b"],
+            "config_hash": ["1", "1", "2"],
+            "seed": [0, 0, 0],
+            "step": [10, 20, 10],
+            "bytes": [1, 2, 1],
+            "acc": [0.2, 0.9, 0.4],
+        }
+    )
     step, at = equal_steps(h)
     assert step == 10 and dict(zip(at["method"], at["acc"])) == {"a": 0.2, "b": 0.4}
 
 
 def test_headline_names_the_leader_margin_and_overlap() -> None:
-    eq = pd.DataFrame({"method": ["x", "y"], "config_hash": ["1", "2"], "budget": [1e6, 1e6], "reached": [3, 3],
-                       "seeds": [3, 3], "acc": [0.9, 0.5], "ci95": [0.01, 0.01]})
+    eq = pd.DataFrame(
+        {
+            "method": ["x", "y"],
+            "config_hash": ["1", "2"],
+            "budget": [1e6, 1e6],
+            "reached": [3, 3],
+            "seeds": [3, 3],
+            "acc": [0.9, 0.5],
+            "ci95": [0.01, 0.01],
+        }
+    )
     [line] = headlines(eq)
     assert "`x` leads with 0.900, +0.400 over `y`" in line and "do not overlap" in line
     eq.loc[1, "acc"] = 0.895
