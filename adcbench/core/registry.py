@@ -41,7 +41,7 @@ class Registry(Generic[T]):
                     raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
             try:
-                obj.registry_name = name
+                setattr(obj, "registry_name", name)  # noqa: B010 - T is any registrable class
             except (AttributeError, TypeError):
                 pass
             return obj
