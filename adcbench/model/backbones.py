@@ -180,3 +180,17 @@ def build_backbone(task: Task, init: str = "scratch", arch: str | None = None) -
         info.update(init="path", path=str(path.resolve()), sha256=file_sha256(path))
     info.update(load_weights(model, read_state_dict(path), f"checkpoint {path}"))
     return model, info
+
+
+def probe_cut(task: Task, arch: str | None, split: int) -> tuple[int, int, int, int]:
+    """(depth, n tokens, d width, prefix tokens) at block `split` of the task's backbone, from a
+    weightless skeleton on the meta device: options are checked against the model before any
+    data or weights load. Raises AdcbenchError for a split outside 1..depth-1."""
+    from adcbench.model.split import cut_shape, split_vit
+
+    with torch.device("meta"):
+        vit = create_vit(arch or task.arch, task.num_classes, "scratch", **task.model_kwargs(arch))
+    depth = len(vit.blocks)
+    client, _ = split_vit(vit, split)
+    n, d = cut_shape(client, task.image_size, task.in_chans)
+    return depth, n, d, int(client.num_prefix_tokens)
