@@ -39,6 +39,8 @@ class LosslessStage:
     description = ""
     params: tuple = ()
     lossless = True
+    deployment_policy = "compressed"  # lossless: identical either way; the coded bytes are what is sent
+    same_as = ""
 
     def __init__(self, **params: Any) -> None:
         from adcbench.core.params import resolve_params
