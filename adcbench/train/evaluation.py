@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from adcbench.model.warmstart import describe_recipe
+
 EVAL_SUBSET_SEED = 0  # fixed: every run and seed evaluates its history on the same subset
 
 
@@ -45,9 +47,8 @@ def say_warmstart(info: dict[str, Any]) -> None:
     recipe = info.get("recipe") or {}
     ws = info.get("warmstart") or {}
     acc = ws.get("final_test_accuracy")
-    parts = [f"{k}={recipe[k]}" for k in ("epochs", "max_steps", "lr", "batch_size", "seed") if recipe.get(k)]
     print(
-        f"adcbench: warm start {info.get('path')} (recipe {' '.join(parts) or '?'}; "
+        f"adcbench: warm start {info.get('path')} (recipe {describe_recipe(recipe) or '?'}; "
         f"test acc {acc if acc is None else f'{acc:.4f}'}; sha256 {str(info.get('sha256'))[:12]})",
         file=sys.stderr,
     )
