@@ -95,8 +95,14 @@ def tasks(pattern: str) -> None:
         env = f", env {cls.data_env}" if cls.data_env else ""
         click.echo(f"{name:<14} {cls.description}")
         click.echo(
-            f"    {cls.num_classes} classes, {cls.image_size}px, {cls.arch} split {cls.split_index}, "
+            f"    {_classes(cls.num_classes)}, {cls.image_size}px, {cls.arch} split {cls.split_index}, "
             f"batch {cls.batch_size}, lr {cls.lr:g}, {cls.epochs} epochs; source: {cls.source}{env}"
         )
         for p in cls.params:
             click.echo(f"    {p.name}={p.default}  ({p.range_text()}) {p.help}")
+
+
+def _classes(n: int) -> str:
+    if not n:
+        return "classes from the data"
+    return f"{n} class" if n == 1 else f"{n} classes"

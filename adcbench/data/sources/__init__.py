@@ -35,7 +35,7 @@ from .base import (
     decode_to_cache,
     is_image_name,
 )
-from .folder import FolderSource, ListedFolderSource
+from .folder import FolderSource, HeldOutFolderSource, ListedFolderSource, flat_class_folder
 from .hf import HFSource, disk_source
 from .idx import IdxSource, _idx_path, read_idx
 
@@ -45,6 +45,7 @@ __all__ = [
     "EmptySplitError",
     "FolderSource",
     "HFSource",
+    "HeldOutFolderSource",
     "IdxSource",
     "LazySplit",
     "ListedFolderSource",
@@ -52,6 +53,7 @@ __all__ = [
     "cached_decode",
     "decode_to_cache",
     "disk_source",
+    "flat_class_folder",
     "is_image_name",
     "read_idx",
     "resolve_local",
