@@ -28,6 +28,7 @@ from adcbench.data.sources import (
     SPLIT_DIRS,
     FolderSource,
     HeldOutFolderSource,
+    HFSource,
     Source,
     flat_class_folder,
     resolve_local,
@@ -85,10 +86,9 @@ class ImageFolder(ImageTask):
                 "a classification task needs at least 2 class sub-folders"
             )
         self.num_classes = len(classes)
-        if isinstance(source, FolderSource):  # cheap to count; small folders get a batch that fits
-            n_train = len(source.files("train"))
-            if n_train < 2 * self.batch_size:
-                self.batch_size = max(2, n_train // 2)
+        n_train = _cheap_count(source)  # small datasets get a batch that fits
+        if n_train is not None and n_train < 2 * self.batch_size:
+            self.batch_size = max(2, n_train // 2)
 
     def _sized_preset(self) -> Preset:
         size, patch = self.config["size"], self.config["patch"]
@@ -105,7 +105,7 @@ class ImageFolder(ImageTask):
         if not path:
             raise DatasetNotFoundError(f"imagefolder: pass --data DIR ({self.data_help}) or set {self.data_env}")
         p = Path(path).expanduser()
-        fraction = self.config["test_fraction"]
+        fraction = self.config.get("test_fraction", 0.2)  # `hf` reuses this without the option
         if p.is_dir():
             if flat_class_folder(p):
                 return HeldOutFolderSource(p, fraction)
@@ -118,3 +118,12 @@ class ImageFolder(ImageTask):
         out = super().describe()
         out["classes"] = self.num_classes
         return out
+
+
+def _cheap_count(source: Source) -> int | None:
+    """Training images, where counting them costs no decoding (folders, datasets)."""
+    if isinstance(source, FolderSource):
+        return len(source.files("train"))
+    if isinstance(source, HFSource):
+        return len(source.splits["train"])
+    return None

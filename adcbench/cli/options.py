@@ -29,6 +29,10 @@ def parse_bytes(text: str) -> int:
 def _task_spec(spec: str) -> tuple[str, dict[str, str]]:
     from adcbench.core.params import parse_spec
 
+    head, colon, tail = spec.partition(":")
+    first, comma, more = tail.partition(",")
+    if head.strip() == "hf" and colon and first.strip() and "=" not in first:  # hf:ORG/NAME[,key=value]
+        spec = f"hf:dataset={first.strip()}" + (f",{more}" if comma else "")
     (name, params), *rest = parse_spec(spec)
     if rest:
         raise AdcbenchError(f"a task spec has one part, got {spec!r}")
