@@ -38,6 +38,7 @@ from .base import (
 from .folder import FolderSource, HeldOutFolderSource, ListedFolderSource, flat_class_folder
 from .hf import HFSource, disk_source
 from .idx import IdxSource, _idx_path, read_idx
+from .imagenet import ImageNetFolderSource, ImageNetTarSource, resolve_imagenet
 
 __all__ = [
     "ArchiveSource",
@@ -47,6 +48,8 @@ __all__ = [
     "HFSource",
     "HeldOutFolderSource",
     "IdxSource",
+    "ImageNetFolderSource",
+    "ImageNetTarSource",
     "LazySplit",
     "ListedFolderSource",
     "Source",
@@ -56,6 +59,7 @@ __all__ = [
     "flat_class_folder",
     "is_image_name",
     "read_idx",
+    "resolve_imagenet",
     "resolve_local",
 ]
 
