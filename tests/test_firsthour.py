@@ -61,6 +61,8 @@ def no_loading(monkeypatch):
         (["--method", "none:xi=0.1"], "xi= does not apply"),
         (["--method", "quant:xi=2"], "'xi'=2.0 is out of range"),
         (["--eval-samples", "0"], "--eval-samples"),
+        (["--init", "no/such.safetensors"], "no such file"),
+        (["--init", "pretrained"], "needs a timm model name"),
     ],
 )
 def test_bad_options_exit_2_before_any_data_loads(tmp_path, no_loading, args, needle):

@@ -25,7 +25,7 @@ from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import SCHEMA, append_record, config_hash, provenance
 from adcbench.data.task import Task, get_task
 from adcbench.errors import AdcbenchError, ParamError
-from adcbench.model.backbones import build_backbone, probe_cut
+from adcbench.model.backbones import build_backbone, check_init, probe_cut
 from adcbench.model.split import cut_shape, split_vit
 from adcbench.train.config import EVAL_POLICIES, RunConfig, check_out, resolve
 from adcbench.train.evaluation import eval_loaders as _eval_loaders
@@ -89,6 +89,7 @@ def prepare(cfg: RunConfig) -> tuple[Task, Pipeline, dict[str, Any], Cut, torch.
     if cfg.threads is not None and cfg.threads < 1:
         raise ParamError(f"threads={cfg.threads} is out of range; valid: integer >= 1")
     check_out(cfg.out)
+    check_init(task, cfg.init or task.default_init, cfg.arch)
     _, n, d, prefix = probe_cut(task, cfg.arch, settings["split"])
     cut = Cut(n, d, task.num_classes, settings["batch_size"], prefix)
     with torch.random.fork_rng(devices=[]):  # set up again after seeding, where runs always did
