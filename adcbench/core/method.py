@@ -79,6 +79,10 @@ class Method:
     deployment_policy: ClassVar[str] = "raw"
     # Another spec that is the same algorithm at the same rate (said in `adcbench methods`).
     same_as: ClassVar[str] = ""
+    # Set on a stage built with the generic `xi=` (core.pipeline.build_stage): the target wire
+    # ratio, and the other parameters given, from which the native setting is derived at setup.
+    target_xi: float | None = None
+    given: dict[str, Any] | None = None
     # The knob that sets the rate and 2-3 values from mild to tight (bytes must strictly fall
     # along them); the contract tests and the benchmark sweep it. None: no rate knob.
     rate_param: ClassVar[tuple[str, tuple[Any, ...]] | None] = None

@@ -146,8 +146,9 @@ class Pipeline:
         out = []
         for s in (*self.stages, *self.lossless):
             entry: dict[str, Any] = {"name": s.registry_name, "params": dict(s.config)}
-            if getattr(s, "target_xi", None) is not None:
-                entry["xi_target"] = s.target_xi
+            xi = getattr(s, "target_xi", None)
+            if xi is not None:
+                entry["xi_target"] = xi
             out.append(entry)
         return out
 
@@ -313,7 +314,8 @@ def map_xi(stages: list[Method], i: int, cut: Cut) -> Method:
     ratio against `none` (analytic bytes, both directions, at the cut) is nearest the target in
     log scale; settings the cut rejects (e.g. c3sl's R not dividing the batch) are skipped."""
     stage = stages[i]
-    target, cls, given = stage.target_xi, type(stage), stage.given  # type: ignore[attr-defined]
+    target, cls, given = stage.target_xi, type(stage), stage.given or {}
+    assert target is not None
     knob = next(p for p in cls.params if p.name == cls.rate_param[0])  # type: ignore[index]
     base = sum(_analytic(_none_stages(), cut, cut.batch_size))
 
@@ -325,7 +327,7 @@ def map_xi(stages: list[Method], i: int, cut: Cut) -> Method:
         cand.cut = cut  # the analytic sizes read only the cut, never trained state
         return sum(_analytic([*stages[:i], cand, *stages[i + 1 :]], cut, cut.batch_size)) / base
 
-    scored = []
+    scored: list[tuple[float, int, Any]] = []
     for value in _candidates(knob):
         a = achieved(value)
         if a is not None:
@@ -342,7 +344,7 @@ def map_xi(stages: list[Method], i: int, cut: Cut) -> Method:
                 chosen.setup(cut, shape)
         except ParamError:
             continue
-        chosen.target_xi, chosen.given = target, given  # type: ignore[attr-defined]
+        chosen.target_xi, chosen.given = target, given
         return chosen
     raise ParamError(f"{cls.registry_name}: no {knob.name} setting reaches xi={target:g} at this cut")
 
