@@ -62,6 +62,7 @@ class ADC(Method):
     )
     needs_attention = True
     eval_compressed = "per-sample token selection (CLS + own top-(k-1) tokens), no merging"
+    deployment_policy = "raw"  # the paper: no merging or pruning at test time
     rate_param = ("xi", (0.5, 0.2, 0.05))
 
     # -- rates ----------------------------------------------------------------------------------

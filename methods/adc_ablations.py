@@ -37,6 +37,7 @@ class ADCTokenOnly(ADC):
     description = "ADC ablation: attention token selection only (no merging, no K-means); k/n = xi"
     params = _SHARED
     eval_compressed = "per-sample token selection (CLS + own top-(k-1) tokens), as in training"
+    same_as = "tokenprune:ratio=XI (the same token selection; adc-token also sends cluster ids)"
     rate_param = ("xi", (0.5, 0.25, 0.1))
 
     def rates(self) -> tuple[float, float]:

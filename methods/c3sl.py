@@ -40,6 +40,7 @@ class C3SL(Method):
         Param("seed", int, 0, "seed of the keys, shared by client and server (keys are not sent)", low=0),
     )
     eval_compressed = "bound as in training; a batch that is not a multiple of R is zero-padded"
+    deployment_policy = "raw"  # the paper code switches binding off in eval() (reference notes §3)
     rate_param = ("R", (2, 4, 8))
 
     def setup(self, cut: Cut, in_shape: tuple[int, ...]) -> None:

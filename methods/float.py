@@ -22,6 +22,7 @@ class FloatWire(Method):
     params = (Param("dtype", str, "float32", "wire dtype of values and gradients", choices=tuple(_DTYPES)),)
     terminal = True
     eval_compressed = "same cast as training"
+    deployment_policy = "raw"
     rate_param = ("dtype", ("float32", "float16"))
 
     @property

@@ -27,6 +27,7 @@ from adcbench.wire import Codec, compress_container, decompress_container
 class _Container(LosslessStage):
     codec: Codec
     eval_compressed = "same coding as training"
+    deployment_policy = "compressed"  # lossless: the same accuracy either way
     rate_param = None
     terminal = False
     needs_attention = False

@@ -50,6 +50,7 @@ class Quantize(Method):
     )
     terminal = True
     eval_compressed = "quantized as in training (same bits, granularity and rounding)"
+    deployment_policy = "raw"  # the paper code switches compression off in eval()
     rate_param = ("bits", (8, 4, 2))
 
     @property

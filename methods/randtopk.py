@@ -29,6 +29,7 @@ class RandTopK(TopK):
     )
     params = (*TopK.params, Param("alpha", float, 0.1, "sampling mass outside the top-k set", low=0.0, high=1.0))
     eval_compressed = "plain (deterministic) top-k per sample, same wire format"
+    deployment_policy = "raw"  # the paper code switches compression off in eval()
 
     def select(self, flat: torch.Tensor, k: int, ctx: Context) -> torch.Tensor:
         N, D = flat.shape

@@ -45,6 +45,7 @@ class TokenPrune(Method):
     )
     needs_attention = True
     eval_compressed = "same per-sample token selection as training"
+    deployment_policy = "raw"
     rate_param = ("ratio", (0.5, 0.25, 0.1))
 
     def tokens(self, n: int) -> int:

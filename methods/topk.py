@@ -55,6 +55,7 @@ class TopK(Method):
         ),
     )
     eval_compressed = "same top-k per sample as training"
+    deployment_policy = "raw"  # the paper code switches compression off in eval()
     rate_param = ("ratio", (0.5, 0.2, 0.05))
 
     def setup(self, cut: Cut, in_shape: tuple[int, ...]) -> None:

@@ -1,10 +1,13 @@
 """ImageNet-scale tasks: ILSVRC-2012 and Food-101. Images are decoded when fetched (not cached as
 arrays) from image folders or the hub; tar.gz archives are decoded once to a disk cache.
 
-ImageNet (`--data PATH` or `ADCBENCH_IMAGENET`): a folder with `train/` and `val/`, each holding one
-sub-folder per wnid (n01440764, ...). The official validation tarball is flat: sort it into wnid
-folders first (e.g. with the devkit's ground truth). Hub: `ILSVRC/imagenet-1k` is gated — accept its
-terms on huggingface.co and set `HF_TOKEN` (or run `huggingface-cli login`).
+ImageNet (`--data PATH` or `ADCBENCH_IMAGENET`): a folder holding the official files as downloaded
+(`ILSVRC2012_img_train.tar`, `ILSVRC2012_img_val.tar`, `ILSVRC2012_devkit_t12.tar.gz`; read in
+place, never extracted), the Kaggle layout (`ILSVRC/Data/CLS-LOC/{train,val}` with
+`LOC_val_solution.csv` and `LOC_synset_mapping.txt`), or `train/` and `val/` with one sub-folder per
+wnid (n01440764, ...). Class names come from the devkit or the synset mapping
+(`adcbench.data.sources.imagenet`). Hub: `ILSVRC/imagenet-1k` is gated — accept its terms on
+huggingface.co and set `HF_TOKEN` (or run `huggingface-cli login`).
 
 Food-101 (`--data PATH` or `ADCBENCH_FOOD101`): `train/` and `test/` class folders (the official
 archive's `meta/train.txt`/`test.txt` say which image goes where). Hub: `ethz/food101`.
@@ -15,8 +18,12 @@ Presets: `paper224` (default; DeiT-S for ImageNet, DeiT-T for Food-101, pretrain
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
+from typing import Any
 
 from adcbench.data.imagetask import ImageTask, Preset, deit, loader_workers, small_vit
+from adcbench.data.sources import Source, resolve_imagenet
 from adcbench.data.task import register_task
 
 CPU112 = Preset(
@@ -48,6 +55,22 @@ class ImageNet(ImageTask):
     presets = {"paper224": deit("deit_small_patch16_224"), "cpu112": CPU112}
     default_preset = "paper224"
     split_index = 3
+    class_words: dict[str, str] = {}  # noqa: RUF012 (per instance once the data is found)
+
+    def _find_source(self) -> Source:
+        """The official ILSVRC-2012 layouts first, then the generic ones (wnid folders, hub)."""
+        path = self.data or (os.environ.get(self.data_env) if self.data_env else None)
+        found = resolve_imagenet(Path(path).expanduser()) if path else None
+        if found is not None:
+            source, self.class_words = found
+            return source
+        return super()._find_source()
+
+    def data_info(self) -> dict[str, Any]:
+        info = super().data_info()
+        if self.class_words:  # the names, not all 1000 of them: where they came from and a sample
+            info["class_names"] = {w: self.class_words.get(w, "") for w in sorted(self.class_words)[:3]}
+        return info
 
 
 @register_task("food101")

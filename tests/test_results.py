@@ -32,8 +32,21 @@ def test_config_hash_stable_and_order_free():
     assert config_hash({"a": 1}) != config_hash({"a": 2})
 
 
-def test_read_records_reports_bad_lines(tmp_path):
+def test_read_records_skips_a_corrupt_line_and_names_it(tmp_path, capsys):
     p = tmp_path / "x.jsonl"
-    p.write_text('{"a": 1}\nnot json\n')
-    with pytest.raises(ValueError, match="x.jsonl:2"):
-        read_records(p)
+    p.write_text('{"a": 1}\nnot json\n[1]\n{"a": 4}\n')
+    assert [r["a"] for r in read_records(p)] == [1, 4]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "x.jsonl:2" in err[0] and "x.jsonl:3" in err[1]
+
+
+def test_record_file_keeps_the_umask_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = append_record(tmp_path / "r.jsonl", {"a": 1})
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.chmod(path, 0o640)
+        append_record(path, {"a": 2})
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)

@@ -10,6 +10,9 @@ import click
 
 from adcbench.errors import AdcbenchError
 
+# Ad-hoc runs never touch the committed study in results/ (git-ignored; see .gitignore).
+DEFAULT_OUT = "runs"
+
 SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
@@ -26,6 +29,10 @@ def parse_bytes(text: str) -> int:
 def _task_spec(spec: str) -> tuple[str, dict[str, str]]:
     from adcbench.core.params import parse_spec
 
+    head, colon, tail = spec.partition(":")
+    first, comma, more = tail.partition(",")
+    if head.strip() == "hf" and colon and first.strip() and "=" not in first:  # hf:ORG/NAME[,key=value]
+        spec = f"hf:dataset={first.strip()}" + (f",{more}" if comma else "")
     (name, params), *rest = parse_spec(spec)
     if rest:
         raise AdcbenchError(f"a task spec has one part, got {spec!r}")
@@ -68,6 +75,19 @@ def run_options(f: Callable) -> Callable:
             "--eval-policy", type=click.Choice(["raw", "compressed", "both"]), default="both", show_default=True
         ),
         click.option(
+            "--eval-samples",
+            type=click.IntRange(1),
+            default=None,
+            help="Evaluate the history on a fixed seeded subset of N samples (smoke runs; recorded).",
+        ),
+        click.option(
+            "--final-eval",
+            type=click.Choice(["full", "subset"]),
+            default="full",
+            show_default=True,
+            help="The final evaluation: the full eval split, or the --eval-samples subset.",
+        ),
+        click.option(
             "--val-fraction",
             type=click.FloatRange(0, 1, max_open=True),
             default=0.0,
@@ -87,7 +107,12 @@ def run_options(f: Callable) -> Callable:
         ),
         click.option("--arch", default=None, help="timm ViT name overriding the task's backbone."),
         click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
-        click.option("--out", default="results", show_default=True, help="Folder for <task>.jsonl records."),
+        click.option(
+            "--out",
+            default=DEFAULT_OUT,
+            show_default=True,
+            help="Folder for <task>.jsonl records (git-ignored; the committed study lives in results/).",
+        ),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]
     for opt in reversed(opts):
@@ -115,6 +140,8 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
         eval_every=kw["eval_every"],
         eval_policy=kw["eval_policy"],
         val_fraction=kw["val_fraction"],
+        eval_samples=kw["eval_samples"],
+        final_eval=kw["final_eval"],
         init=kw["init"],
         arch=kw["arch"],
         threads=kw["threads"],

@@ -49,6 +49,7 @@ def pretrain(
     import json
 
     from adcbench.data.task import get_task
+    from adcbench.model.warmstart import is_partial
     from adcbench.train.pretrain import pretrain as run_pretrain
 
     name, params = _task_spec(task_spec)
@@ -66,8 +67,14 @@ def pretrain(
         progress=not quiet,
     )
     meta = json.loads(path.with_suffix(".json").read_text())
+    recipe = meta["recipe"]
+    if is_partial(recipe):  # say what actually ran, and that warmstart will not pick it
+        ran = f"{meta['steps']} steps (stopped by --max-steps {recipe['max_steps']}; a partial recipe)"
+        use = f"--init warmstart never picks a partial recipe: use it with --init {path}"
+    else:
+        ran = f"{meta['steps']} steps, {recipe['epochs']} epochs"
+        use = "train from it with --init warmstart"
     click.echo(
-        f"{name}: warm start {path} (test acc {meta['final_test_accuracy']:.4f}, "
-        f"{meta['steps']} steps, {meta['recipe']['epochs']} epochs at lr {meta['recipe']['lr']:g}); "
-        "train from it with --init warmstart"
+        f"{name}: warm start {path} (test acc {meta['final_test_accuracy']:.4f}, {ran} at lr {recipe['lr']:g}; "
+        f"sha256 {meta['sha256'][:12]}); {use}"
     )

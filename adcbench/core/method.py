@@ -72,6 +72,17 @@ class Method:
     terminal: ClassVar[bool] = False  # encodes its input completely; must be the last stage
     # What `eval_policy=compressed` does for this stage, in words (documented in `methods`).
     eval_compressed: ClassVar[str] = "same as training"
+    # Which evaluation policy is this method's deployed accuracy, as the paper's code evaluates
+    # it: "raw" (compression is a training-time cost; inference sends uncompressed activations)
+    # or "compressed" (the codec is part of the model, e.g. a learned autoencoder). Leaderboards
+    # read it to choose the headline accuracy.
+    deployment_policy: ClassVar[str] = "raw"
+    # Another spec that is the same algorithm at the same rate (said in `adcbench methods`).
+    same_as: ClassVar[str] = ""
+    # Set on a stage built with the generic `xi=` (core.pipeline.build_stage): the target wire
+    # ratio, and the other parameters given, from which the native setting is derived at setup.
+    target_xi: float | None = None
+    given: dict[str, Any] | None = None
     # The knob that sets the rate and 2-3 values from mild to tight (bytes must strictly fall
     # along them); the contract tests and the benchmark sweep it. None: no rate knob.
     rate_param: ClassVar[tuple[str, tuple[Any, ...]] | None] = None

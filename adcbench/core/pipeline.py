@@ -9,6 +9,7 @@ Byte-level lossless stages (`zstd`, `zlib`) wrap the encoded message when regist
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from adcbench.core.method import (
     label_field,
     label_nbytes,
 )
-from adcbench.core.params import parse_spec
+from adcbench.core.params import Param, parse_spec
 from adcbench.errors import ParamError, WireFormatError
 from adcbench.wire import Message
 
@@ -38,6 +39,8 @@ class LosslessStage:
     description = ""
     params: tuple = ()
     lossless = True
+    deployment_policy = "compressed"  # lossless: identical either way; the coded bytes are what is sent
+    same_as = ""
 
     def __init__(self, **params: Any) -> None:
         from adcbench.core.params import resolve_params
@@ -57,9 +60,26 @@ class LosslessStage:
         return format_spec(self.registry_name, self.config, {p.name: p.default for p in self.params})
 
 
+XI_PARAM = Param("xi", float, None, "target wire ratio against none", low=0.0, high=1.0, low_open=True)
+
+
 def build_stage(name: str, params: Mapping[str, Any]) -> Method | LosslessStage:
+    """One stage. `xi=` on a lossy method without a native `xi` is the generic rate knob: it is
+    kept as the stage's target and mapped to the native knob when the pipeline sees the cut."""
     cls = METHODS.get(name)
-    return cls(**params)
+    if "xi" not in params or any(p.name == "xi" for p in cls.params):
+        return cls(**params)
+    rate = getattr(cls, "rate_param", None)
+    if rate is None or getattr(cls, "lossless", False):
+        raise ParamError(f"method {name}: has no rate knob, so xi= does not apply (it is lossless or identity)")
+    native = rate[0]
+    if native in params:
+        raise ParamError(f"method {name}: give either xi= or its native {native}=, not both")
+    rest = {k: v for k, v in params.items() if k != "xi"}
+    stage = cls(**rest)
+    stage.target_xi = XI_PARAM.parse(params["xi"], f"method {name}")
+    stage.given = rest
+    return stage
 
 
 class Pipeline:
@@ -85,7 +105,7 @@ class Pipeline:
         for s in lossy[1:]:
             if s.needs_attention:  # type: ignore[union-attr]
                 raise ParamError(f"{s.registry_name} needs the client's attention scores and must come first")
-        self.user_spec = "+".join(s.spec for s in stages)
+        self.user_spec = "+".join(_stage_spec(s) for s in stages)
         for s in lossy[:-1]:
             if s.default_terminal() != (DEFAULT_TERMINAL, {}):  # type: ignore[union-attr]
                 raise ParamError(
@@ -123,10 +143,28 @@ class Pipeline:
         return ratio
 
     def resolved(self) -> list[dict[str, Any]]:
-        return [{"name": s.registry_name, "params": dict(s.config)} for s in (*self.stages, *self.lossless)]
+        out = []
+        for s in (*self.stages, *self.lossless):
+            entry: dict[str, Any] = {"name": s.registry_name, "params": dict(s.config)}
+            xi = getattr(s, "target_xi", None)
+            if xi is not None:
+                entry["xi_target"] = xi
+            out.append(entry)
+        return out
+
+    def achieved_xi(self, batch: int | None = None) -> float | None:
+        """Training bytes per step (both directions, from the analytic sizes) over `none`'s at
+        the same cut: the wire ratio a generic `xi=` aims at. None before setup."""
+        if self.cut is None:
+            return None
+        batch = batch or self.cut.batch_size
+        return sum(_analytic(self.stages, self.cut, batch)) / sum(_analytic(_none_stages(), self.cut, batch))
 
     def setup(self, cut: Cut) -> None:
         self.cut = cut
+        for i, s in enumerate(self.stages):
+            if getattr(s, "target_xi", None) is not None:
+                self.stages[i] = map_xi(self.stages, i, cut)
         shape: tuple[int, ...] = (cut.tokens, cut.dim)
         for s in self.stages:
             s.setup(cut, shape)
@@ -219,21 +257,96 @@ class Pipeline:
     def analytic_bytes(self, batch: int, training: bool = True, labels: bool = True) -> tuple[int, int]:
         """(forward, backward) bytes of one step with `batch` samples, from the stages' formulas."""
         assert self.cut is not None, "setup() first"
-        shape: tuple[int, ...] = (self.cut.tokens, self.cut.dim)
-        fwd = 0
-        n = batch
-        labels_by_stage = False
-        for s in self.stages:
-            nbytes, next_n = s.analytic_forward(n, shape, training)
-            fwd += nbytes
-            labels_by_stage |= s.sends_labels(training)
-            if s.terminal:
-                bwd = s.analytic_backward(n, shape) if training else 0
-                break
-            shape, n = s.rest_shape(shape, training), next_n
-        if labels and not labels_by_stage:
-            fwd += label_nbytes(batch, self.cut.num_classes)
-        return fwd, bwd
+        return _analytic(self.stages, self.cut, batch, training, labels)
+
+
+def _analytic(
+    stages: list[Method], cut: Cut, batch: int, training: bool = True, labels: bool = True
+) -> tuple[int, int]:
+    shape: tuple[int, ...] = (cut.tokens, cut.dim)
+    fwd = bwd = 0
+    n = batch
+    labels_by_stage = False
+    for s in stages:
+        nbytes, next_n = s.analytic_forward(n, shape, training)
+        fwd += nbytes
+        labels_by_stage |= s.sends_labels(training)
+        if s.terminal:
+            bwd = s.analytic_backward(n, shape) if training else 0
+            break
+        shape, n = s.rest_shape(shape, training), next_n
+    if labels and not labels_by_stage:
+        fwd += label_nbytes(batch, cut.num_classes)
+    return fwd, bwd
+
+
+def _none_stages() -> list[Method]:
+    return Pipeline.from_spec("none").stages
+
+
+def _stage_spec(s: Method | LosslessStage) -> str:
+    """A stage's spec; a generic `xi=` shows as given (the native value it maps to is in
+    `resolved()`), so records and leaderboards name the rate the user asked for."""
+    xi = getattr(s, "target_xi", None)
+    if xi is None:
+        return s.spec
+    name, _, rest = s.spec.partition(":")
+    return f"{name}:xi={xi:g}" + (f",{rest}" if rest else "")
+
+
+def _candidates(p: Param) -> list[Any]:
+    """Native values a generic xi may map to: the choices, every integer in range (up to 4096),
+    or a fine geometric grid of floats."""
+    if p.choices is not None:
+        return list(p.choices)
+    lo = p.low if p.low is not None else 0
+    if p.type is int:
+        first = int(lo) + (1 if p.low_open or lo < 1 else 0)
+        return list(range(max(first, 1), int(min(p.high if p.high is not None else 4096, 4096)) + 1))
+    hi = p.high if p.high is not None else 1.0
+    lo = max(lo, hi * 1e-5)
+    grid = [lo * (hi / lo) ** (i / 999) for i in range(1000)]
+    return [v for v in grid if not (p.low_open and v <= (p.low or 0))]
+
+
+def map_xi(stages: list[Method], i: int, cut: Cut) -> Method:
+    """The native setting of stage `i` (built with a generic `xi=`) whose whole-pipeline wire
+    ratio against `none` (analytic bytes, both directions, at the cut) is nearest the target in
+    log scale; settings the cut rejects (e.g. c3sl's R not dividing the batch) are skipped."""
+    stage = stages[i]
+    target, cls, given = stage.target_xi, type(stage), stage.given or {}
+    assert target is not None
+    knob = next(p for p in cls.params if p.name == cls.rate_param[0])  # type: ignore[index]
+    base = sum(_analytic(_none_stages(), cut, cut.batch_size))
+
+    def achieved(value: Any) -> float | None:
+        try:
+            cand = cls(**{**given, knob.name: value})
+        except ParamError:
+            return None
+        cand.cut = cut  # the analytic sizes read only the cut, never trained state
+        return sum(_analytic([*stages[:i], cand, *stages[i + 1 :]], cut, cut.batch_size)) / base
+
+    scored: list[tuple[float, int, Any]] = []
+    for value in _candidates(knob):
+        a = achieved(value)
+        if a is not None:
+            if knob.type is float:  # the shortest value with the same bytes: ratio=0.04, not 0.0420362
+                value = next(r for r in (float(f"{value:.{k}g}") for k in (1, 2, 3, 4, 17)) if achieved(r) == a)
+            scored.append((abs(math.log(a / target)), len(scored), value))
+    shape: tuple[int, ...] = (cut.tokens, cut.dim)
+    for s in stages[:i]:
+        shape = s.rest_shape(shape, True)
+    for _, _, value in sorted(scored):
+        chosen = cls(**{**given, knob.name: value})
+        try:
+            with torch.random.fork_rng(devices=[]):  # a trial setup must not move the run's RNG
+                chosen.setup(cut, shape)
+        except ParamError:
+            continue
+        chosen.target_xi, chosen.given = target, given
+        return chosen
+    raise ParamError(f"{cls.registry_name}: no {knob.name} setting reaches xi={target:g} at this cut")
 
 
 def _check_shape(x: torch.Tensor, shape: tuple[int, ...], stage: Method) -> None:

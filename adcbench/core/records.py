@@ -9,7 +9,9 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +93,12 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def append_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Append one line. The file is rewritten to a temporary file and renamed over the original,
     so a crash leaves either the old file or the new one -- never a half line -- and concurrent
@@ -104,6 +112,8 @@ def append_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
             old += b"\n"
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            # mkstemp makes the file 0600; the record keeps the file's mode, or the umask's for a new one.
+            os.fchmod(fd, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as fh:
                 fh.write(old + line.encode())
                 fh.flush()
@@ -116,18 +126,28 @@ def append_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     return path
 
 
-def read_records(root: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records under `root` (a .jsonl file or a folder searched recursively)."""
+def read_records(root: str | os.PathLike, warn: bool = True) -> list[dict[str, Any]]:
+    """All records under `root` (a .jsonl file or a folder searched recursively).
+
+    A line that is not a JSON object (a hand edit, a disk-full truncation) is skipped with one
+    warning line on stderr naming its file and line; the other records are still used."""
     root = Path(root)
     files = [root] if root.is_file() else sorted(root.rglob("*.jsonl"))
     out = []
     for f in files:
-        for i, line in enumerate(f.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{f}:{i}: not a JSON record ({exc})") from None
-                rec.setdefault("_file", str(f))
-                out.append(rec)
+        for i, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                rec, why = None, f"not a JSON record ({exc.msg})"
+            else:
+                why = "not a JSON object"
+            if not isinstance(rec, dict):
+                if warn:
+                    print(f"adcbench: warning: {f}:{i}: {why}; line skipped", file=sys.stderr)
+                continue
+            rec.setdefault("_file", str(f))
+            out.append(rec)
     return out

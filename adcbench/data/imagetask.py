@@ -150,6 +150,13 @@ class ImageTask(Task):
         self._source: Source | None = None
         self._loaded: dict[str, DecodedSplit | LazySplit] = {}
 
+    def use_preset(self, preset: Preset) -> None:
+        """Switch to a preset built at run time (e.g. from a task's `size=`), keeping `augment=`."""
+        self.preset = preset
+        _apply_preset(self, preset)
+        if self.config["augment"] != "preset":
+            self.augment = self.config["augment"]
+
     # -- where the data is -------------------------------------------------------------------
     def missing_message(self) -> str:
         env = f" or set {self.data_env}=PATH" if self.data_env else ""
@@ -205,7 +212,9 @@ class ImageTask(Task):
     def _check_classes(self, source: Source, split: str, classes: list[str]) -> None:
         where = f"{self.registry_name} ({source.describe()})"
         if len(classes) != self.num_classes:
-            raise DataFormatError(f"{where}: {split} has {len(classes)} classes, the task has {self.num_classes}")
+            raise DataFormatError(
+                f"{where}: {split} has {plural(len(classes), 'class')}, the task has {self.num_classes}"
+            )
         other = "test" if split == "train" else "train"
         other_classes = self._loaded[other].classes if other in self._loaded else source.classes(other)
         if list(other_classes) != list(classes):
@@ -265,6 +274,11 @@ class ImageTask(Task):
             arch_kwargs=dict(self.arch_kwargs),
         )
         return out
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 class`, `2 classes`, `1 image`, `3 images`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith(('s', 'x', 'ch', 'sh')) else 's'}"
 
 
 def _apply_preset(target: Any, p: Preset) -> None:

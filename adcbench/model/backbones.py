@@ -180,3 +180,36 @@ def build_backbone(task: Task, init: str = "scratch", arch: str | None = None) -
         info.update(init="path", path=str(path.resolve()), sha256=file_sha256(path))
     info.update(load_weights(model, read_state_dict(path), f"checkpoint {path}"))
     return model, info
+
+
+def check_init(task: Task, init: str, arch: str | None) -> None:
+    """`--init` checked before any data loads: the warm start exists (and is complete), a
+    checkpoint path is a file, `pretrained` names a timm model. Loading comes later."""
+    name = arch or task.arch
+    if init == "warmstart":
+        find_warmstart(task, arch)
+    elif init == "pretrained":
+        if name == "vit":
+            raise AdcbenchError(
+                "init=pretrained needs a timm model name with weights (e.g. --arch "
+                f"deit_tiny_patch16_224); this backbone is a custom ViT: use {ALTERNATIVES}"
+            )
+    elif init != "scratch" and not Path(init).expanduser().is_file():
+        raise AdcbenchError(
+            f"--init {init!r}: expected scratch, pretrained, warmstart or a "
+            "checkpoint file (.safetensors or torch state_dict); no such file"
+        )
+
+
+def probe_cut(task: Task, arch: str | None, split: int) -> tuple[int, int, int, int]:
+    """(depth, n tokens, d width, prefix tokens) at block `split` of the task's backbone, from a
+    weightless skeleton on the meta device: options are checked against the model before any
+    data or weights load. Raises AdcbenchError for a split outside 1..depth-1."""
+    from adcbench.model.split import cut_shape, split_vit
+
+    with torch.device("meta"):
+        vit = create_vit(arch or task.arch, task.num_classes, "scratch", **task.model_kwargs(arch))
+    depth = len(vit.blocks)
+    client, _ = split_vit(vit, split)
+    n, d = cut_shape(client, task.image_size, task.in_chans)
+    return depth, n, d, int(client.num_prefix_tokens)

@@ -79,11 +79,25 @@ def pretrain_command(task: Task, recipe: dict[str, Any] | None = None, arch: str
     return cmd
 
 
+def describe_recipe(recipe: dict[str, Any]) -> str:
+    """`epochs=10 lr=0.001 batch_size=128 seed=0` (+ `max_steps=5` for a partial recipe)."""
+    keys = ("epochs", "max_steps", "lr", "batch_size", "seed", "val_fraction")
+    return " ".join(
+        f"{k}={recipe[k]:g}" if isinstance(recipe[k], float) else f"{k}={recipe[k]}" for k in keys if k in recipe
+    )
+
+
+def is_partial(recipe: dict[str, Any]) -> bool:
+    """A recipe cut short by max_steps (a smoke pretrain): never a warm start by default."""
+    return recipe.get("max_steps") is not None
+
+
 def find_warmstart(task: Task, arch: str | None = None) -> tuple[Path, dict[str, Any]]:
     """The warm start of this task and backbone, with its sidecar metadata, or a clear error.
 
-    Several recipes may have been pretrained for the same model: the task's default recipe wins,
-    otherwise the most recently created one (the returned metadata says which recipe it was)."""
+    Checkpoints are identified by their full recipe. The task's default recipe wins; otherwise
+    the most recently created *complete* recipe (the run names it on the console). A partial
+    recipe (`pretrain --max-steps`) is never picked: the error names it and `--init PATH`."""
     import json
 
     default = checkpoint_path(task, arch)
@@ -99,10 +113,19 @@ def find_warmstart(task: Task, arch: str | None = None) -> tuple[Path, dict[str,
         weights = sidecar.with_suffix(".safetensors")
         if meta.get("model") == model and weights.is_file():
             found.append((meta.get("created", ""), weights, meta))
-    if not found:
+    complete = [f for f in found if not is_partial(f[2].get("recipe") or {})]
+    if complete:
+        _, path, meta = max(complete, key=lambda f: (f[0], str(f[1])))
+        return path, meta
+    command = pretrain_command(task, arch=arch)
+    if found:
+        _, path, meta = max(found, key=lambda f: (f[0], str(f[1])))
         raise AdcbenchError(
-            f"init=warmstart: no warm-start checkpoint for {task.registry_name} "
-            f"({arch or task.arch}) yet; produce it with `{pretrain_command(task, arch=arch)}`"
+            f"init=warmstart: only a partial warm start exists for {task.registry_name} ({path.name}: recipe "
+            f"{describe_recipe(meta.get('recipe') or {})}); pass --init {path} to use it anyway, or train the "
+            f"full one with `{command}`"
         )
-    _, path, meta = max(found, key=lambda f: (f[0], str(f[1])))
-    return path, meta
+    raise AdcbenchError(
+        f"init=warmstart: no warm-start checkpoint for {task.registry_name} "
+        f"({arch or task.arch}) yet; produce it with `{command}`"
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from adcbench.data.task import Task
@@ -36,8 +38,25 @@ class RunConfig:
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     arch: str | None = None
     device: str = "cpu"
-    out: str | None = "results"
+    # History evaluations on a fixed seeded subset of this many eval samples (smoke runs); the
+    # final evaluation uses the full split unless final_eval="subset".
+    eval_samples: int | None = None
+    final_eval: str = "full"
+    out: str | None = "runs"  # ad-hoc runs: git-ignored, never the committed results/
     progress: bool = True
+
+
+def check_out(out: str | None) -> None:
+    """The record folder must be writable now, not after the whole run has been trained."""
+    if not out:
+        return
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ParamError(f"--out {out}: cannot write records there ({exc.strerror or type(exc).__name__})") from None
 
 
 def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
@@ -57,6 +76,8 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         "val_fraction": cfg.val_fraction,
         "optimizer": "adam",
     }
+    if cfg.eval_samples is not None:  # only then: records of full evaluations keep their config hash
+        r.update(eval_samples=cfg.eval_samples, final_eval=cfg.final_eval)
     for key, low in (("batch_size", 2), ("split", 1), ("eval_every", 0)):
         if r[key] < low:
             raise ParamError(f"{key}={r[key]} is out of range; valid: integer >= {low}")
@@ -68,6 +89,10 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         raise ParamError(f"budget accounting {r['budget_accounting']!r}; valid: measured, nominal")
     if r["budget_bytes"] is not None and r["budget_bytes"] <= 0:
         raise ParamError("budget_bytes must be > 0")
+    if cfg.eval_samples is not None and cfg.eval_samples < 1:
+        raise ParamError(f"eval_samples={cfg.eval_samples} is out of range; valid: integer >= 1")
+    if cfg.final_eval not in ("full", "subset"):
+        raise ParamError(f"final eval {cfg.final_eval!r}; valid: full, subset")
     if not 0 <= r["val_fraction"] < 1:
         raise ParamError(f"val_fraction={r['val_fraction']} is out of range; valid: [0, 1)")
     return r

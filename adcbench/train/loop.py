@@ -25,9 +25,11 @@ from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import SCHEMA, append_record, config_hash, provenance
 from adcbench.data.task import Task, get_task
 from adcbench.errors import AdcbenchError, ParamError
-from adcbench.model.backbones import build_backbone
+from adcbench.model.backbones import build_backbone, check_init, probe_cut
 from adcbench.model.split import cut_shape, split_vit
-from adcbench.train.config import EVAL_POLICIES, RunConfig, resolve
+from adcbench.train.config import EVAL_POLICIES, RunConfig, check_out, resolve
+from adcbench.train.evaluation import eval_loaders as _eval_loaders
+from adcbench.train.evaluation import eval_progress, say_warmstart
 from adcbench.train.roles import Client, Server
 from adcbench.transport import Loopback, Meter, Transport
 from adcbench.wire import Message
@@ -64,7 +66,7 @@ class Parties:
     client: Client
     server: Server
     train_loader: DataLoader
-    eval_loader: DataLoader
+    eval_loaders: dict[str, DataLoader]  # "history" (maybe a seeded subset) and "final" (the full split)
     eval_name: str
     model_info: dict[str, Any]
 
@@ -76,15 +78,31 @@ def _device(cfg: RunConfig) -> torch.device:
     return device
 
 
-def build_parties(cfg: RunConfig) -> Parties:
-    """Task, loaders, split model and roles; all settings are validated before any data loads."""
+def prepare(cfg: RunConfig) -> tuple[Task, Pipeline, dict[str, Any], Cut, torch.device]:
+    """Every option checked before any data or weights load: names and parameters, settings,
+    device, the record folder, the split against the backbone's depth (on a weightless skeleton),
+    and the method against the cut's shapes (so `xi=` resolves to its native setting here)."""
     task = get_task(cfg.task)(data=cfg.data, **cfg.task_params)
     pipeline = Pipeline.from_spec(cfg.method)
     settings = resolve(cfg, task)
     device = _device(cfg)
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ParamError(f"threads={cfg.threads} is out of range; valid: integer >= 1")
+    check_out(cfg.out)
+    check_init(task, cfg.init or task.default_init, cfg.arch)
+    _, n, d, prefix = probe_cut(task, cfg.arch, settings["split"])
+    cut = Cut(n, d, task.num_classes, settings["batch_size"], prefix)
+    with torch.random.fork_rng(devices=[]):  # set up again after seeding, where runs always did
+        pipeline.setup(cut)
+    if settings["budget_accounting"] == "nominal" and pipeline.nominal_ratio() is None:
+        raise ParamError(f"{pipeline.spec} has no nominal ratio in the paper; use --budget-accounting measured")
+    return task, pipeline, settings, cut, device
+
+
+def build_parties(cfg: RunConfig) -> Parties:
+    """Task, loaders, split model and roles; all settings are validated before any data loads."""
+    task, pipeline, settings, cut, device = prepare(cfg)
     if cfg.threads is not None:
-        if cfg.threads < 1:
-            raise ParamError(f"threads={cfg.threads} is out of range; valid: integer >= 1")
         torch.set_num_threads(cfg.threads)
     init = cfg.init or task.default_init
     seed_everything(cfg.seed)
@@ -99,11 +117,13 @@ def build_parties(cfg: RunConfig) -> Parties:
         generator=torch.Generator().manual_seed(cfg.seed),
         num_workers=task.num_workers,
     )
-    eval_loader = DataLoader(splits.eval, batch_size=max(bs, 256), shuffle=False, num_workers=task.num_workers)
     if len(train_loader) == 0:
         raise ParamError(f"batch_size={bs} exceeds the {len(splits.train)} training samples")
+    eval_loaders = _eval_loaders(splits.eval, settings, task.num_workers)
 
     vit, init_info = build_backbone(task, init, cfg.arch)
+    if init_info.get("init") == "warmstart":
+        say_warmstart(init_info)
     model_info = {
         "arch": cfg.arch or task.arch,
         "init": init,
@@ -113,8 +133,8 @@ def build_parties(cfg: RunConfig) -> Parties:
     }
     client_net, server_net = split_vit(vit, settings["split"], capture_attention=pipeline.needs_attention)
     client_net.to(device), server_net.to(device)
-    n, d = cut_shape(client_net, task.image_size, task.in_chans)
-    cut = Cut(n, d, task.num_classes, bs, client_net.num_prefix_tokens)
+    if cut_shape(client_net, task.image_size, task.in_chans) != (cut.tokens, cut.dim):
+        raise AdcbenchError("the backbone's cut shape differs from its skeleton's")  # an internal invariant
     pipeline.setup(cut)
     for side in ("client", "server"):
         for m in pipeline.modules(side):
@@ -130,7 +150,7 @@ def build_parties(cfg: RunConfig) -> Parties:
         Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device),
         Server(server_net, pipeline, cut, settings["lr"], cfg.seed, device),
         train_loader,
-        eval_loader,
+        eval_loaders,
         splits.eval_name,
         model_info,
     )
@@ -160,6 +180,9 @@ def new_record(cfg: RunConfig, p: Parties) -> dict[str, Any]:
         "status": "running",
         "history": [],
     }
+    achieved = p.pipeline.achieved_xi(p.settings["batch_size"])
+    if achieved is not None:
+        record["xi_achieved"] = achieved
     nominal = p.pipeline.nominal_ratio()
     base_step = 4 * p.settings["batch_size"] * p.cut.tokens * p.cut.dim  # the paper's C_Base per step and direction
     record["nominal"] = {
@@ -167,8 +190,6 @@ def new_record(cfg: RunConfig, p: Parties) -> dict[str, Any]:
         "base_bytes_per_step": base_step,
         "bytes_per_step": None if nominal is None else nominal * base_step,
     }
-    if p.settings["budget_accounting"] == "nominal" and nominal is None:
-        raise ParamError(f"{p.pipeline.spec} has no nominal ratio in the paper; use --budget-accounting measured")
     return record
 
 
@@ -181,16 +202,22 @@ def train_step(p: Parties, transport: Transport, x: torch.Tensor, y: torch.Tenso
     return loss
 
 
-def evaluate(p: Parties, transport: Transport, pipe: Pipeline) -> tuple[float, float]:
-    """Accuracy on the eval split with `pipe`'s messages, and eval bytes per sample it sent."""
+def evaluate(
+    p: Parties, transport: Transport, pipe: Pipeline, which: str = "final", progress: bool = False
+) -> tuple[float, float]:
+    """Accuracy on the eval split (`which`: the history's loader or the full final one) with
+    `pipe`'s messages, and eval bytes per sample it sent."""
+    loader = p.eval_loaders[which]
     before = transport.meter.bytes["eval_fwd"]
     correct = total = 0
-    for x, y in p.eval_loader:
-        transport.send("eval_fwd", p.client.forward_eval(x, pipe))
-        transport.send("eval_bwd", p.server.predict(transport.recv("eval_fwd"), pipe))
-        pred = Message.decode(transport.recv("eval_bwd"))["pred"]
-        correct += int((pred.long() == y).sum())  # type: ignore[union-attr]
-        total += len(y)
+    with eval_progress(progress, len(loader), f"eval {pipe.spec}") as bar:
+        for x, y in loader:
+            transport.send("eval_fwd", p.client.forward_eval(x, pipe))
+            transport.send("eval_bwd", p.server.predict(transport.recv("eval_fwd"), pipe))
+            pred = Message.decode(transport.recv("eval_bwd"))["pred"]
+            correct += int((pred.long() == y).sum())  # type: ignore[union-attr]
+            total += len(y)
+            bar.update(1)
     return correct / total, (transport.meter.bytes["eval_fwd"] - before) / total
 
 
@@ -236,20 +263,25 @@ def _batches(loader: DataLoader, epochs: int | None) -> Iterator[tuple[torch.Ten
 class _History:
     """Running means of loss and method stats between evaluations, and the history entries."""
 
-    def __init__(self, p: Parties, record: dict[str, Any], transport: Transport) -> None:
+    def __init__(self, p: Parties, record: dict[str, Any], transport: Transport, progress: bool = False) -> None:
         self.p, self.record, self.transport = p, record, transport
         self.loss_sum, self.loss_n, self.stats_sum = 0.0, 0, {}
         self.eval_per_sample: dict[str, float] = {}
         self.policies = ["raw", "compressed"] if p.settings["eval_policy"] == "both" else [p.settings["eval_policy"]]
         self.t0 = time.perf_counter()
+        self.progress = progress
 
     def add(self, loss: float, stats: dict[str, float]) -> None:
         self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
         for k, v in stats.items():
             self.stats_sum[k] = self.stats_sum.get(k, 0.0) + v
 
-    def evaluate(self, step: int) -> None:
+    def evaluate(self, step: int, which: str = "history") -> None:
         p, m, nominal = self.p, self.transport.meter, self.record["nominal"]
+        if which == "final" and self.record["history"] and self.record["history"][-1]["step"] == step:
+            # The last history evaluation ran on the subset: redo it on the full split.
+            last = self.record["history"].pop()
+            self.loss_sum, self.loss_n, self.stats_sum = last["train_loss"], 1, dict(last.get("stats", {}))
         entry: dict[str, Any] = {
             "step": step,
             "epoch": round(step / len(p.train_loader), 4),
@@ -263,6 +295,7 @@ class _History:
             "breakdown_bwd": dict(m.parts["bwd"]),
             "train_loss": self.loss_sum / max(self.loss_n, 1),
             "wall_s": round(time.perf_counter() - self.t0, 3),
+            "eval_samples": len(p.eval_loaders[which].dataset),  # type: ignore[arg-type]
         }
         for policy in self.policies:
             key = "acc" if policy == "raw" else "acc_compressed"
@@ -271,7 +304,7 @@ class _History:
                 entry[key], self.eval_per_sample[policy] = entry["acc"], self.eval_per_sample["raw"]
                 continue
             entry[key], self.eval_per_sample[policy] = evaluate(
-                p, self.transport, p.raw_pipeline if policy == "raw" else p.pipeline
+                p, self.transport, p.raw_pipeline if policy == "raw" else p.pipeline, which, self.progress
             )
         if self.stats_sum:
             entry["stats"] = {k: round(v / max(self.loss_n, 1), 4) for k, v in self.stats_sum.items()}
@@ -287,7 +320,7 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
     p = build_parties(cfg)
     record = new_record(cfg, p)
     transport = transport or Loopback()
-    stop, history = StopRule(p.settings, record), _History(p, record, transport)
+    stop, history = StopRule(p.settings, record), _History(p, record, transport, cfg.progress)
     steps_per_epoch = len(p.train_loader)
     eval_every = p.settings["eval_every"] or steps_per_epoch
     bar = _progress(cfg.progress, stop.total_steps(p.settings, steps_per_epoch), f"{cfg.task} {p.pipeline.spec}")
@@ -307,8 +340,9 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
             bar.set_postfix(
                 loss=f"{loss:.3f}", acc=history.last_acc(), MB=f"{transport.meter.train_total / 1e6:.1f}", refresh=False
             )
-        if not record["history"] or record["history"][-1]["step"] != step:
-            history.evaluate(step)
+        subset = p.eval_loaders["history"] is not p.eval_loaders["final"]
+        if subset or not record["history"] or record["history"][-1]["step"] != step:
+            history.evaluate(step, "final")
         record["status"] = "completed"
     except BaseException as exc:  # keep what was measured, mark how it ended, then re-raise
         record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"

@@ -73,6 +73,7 @@ class Server:
         self, net: ServerNet, pipeline: Pipeline, cut: Cut, lr: float, seed: int, device: torch.device
     ) -> None:
         self.net, self.pipeline, self.cut, self.device = net, pipeline, cut, device
+        self.lr = lr
         self.opt = torch.optim.Adam(_params(net, pipeline, "server"), lr=lr)
         self.generator = torch.Generator().manual_seed(seed + 1)
 
@@ -89,7 +90,10 @@ class Server:
             raise WireFormatError(f"{targets.shape[0]} targets for {logits.shape[0]} samples")
         loss = F.cross_entropy(logits, targets)  # soft targets (ADC) use the probability form
         if not torch.isfinite(loss):
-            raise TrainingDivergedError(f"loss became {float(loss)} at step {step}")
+            raise TrainingDivergedError(
+                f"training diverged: the loss became {loss.detach().item()} at step {step}; "
+                f"try a lower --lr (this run used {self.lr:g}) or a milder method setting"
+            )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -35,9 +35,10 @@ from .base import (
     decode_to_cache,
     is_image_name,
 )
-from .folder import FolderSource, ListedFolderSource
+from .folder import FolderSource, HeldOutFolderSource, ListedFolderSource, flat_class_folder
 from .hf import HFSource, disk_source
 from .idx import IdxSource, _idx_path, read_idx
+from .imagenet import ImageNetFolderSource, ImageNetTarSource, resolve_imagenet
 
 __all__ = [
     "ArchiveSource",
@@ -45,15 +46,20 @@ __all__ = [
     "EmptySplitError",
     "FolderSource",
     "HFSource",
+    "HeldOutFolderSource",
     "IdxSource",
+    "ImageNetFolderSource",
+    "ImageNetTarSource",
     "LazySplit",
     "ListedFolderSource",
     "Source",
     "cached_decode",
     "decode_to_cache",
     "disk_source",
+    "flat_class_folder",
     "is_image_name",
     "read_idx",
+    "resolve_imagenet",
     "resolve_local",
 ]
 

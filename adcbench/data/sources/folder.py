@@ -95,3 +95,35 @@ class ListedFolderSource(FolderSource):
             path = self.root / "images" / f"{entry}.jpg"
             out.append((entry.split("/")[0], path))
         return out
+
+
+class HeldOutFolderSource(FolderSource):
+    """One folder of class sub-folders, `root/<class>/*`, with a test split held out per class:
+    a fixed seeded fraction of each class (at least one image where the class has two or more),
+    so train and test see every class and every run sees the same split."""
+
+    def __init__(self, root: Path, test_fraction: float, seed: int = 0) -> None:
+        super().__init__(root, {"train": root, "test": root})
+        self.test_fraction, self.seed = test_fraction, seed
+
+    def describe(self) -> str:
+        return f"image folder {self.root} ({self.test_fraction:g} of each class held out as test, seed {self.seed})"
+
+    def files(self, split: str) -> list[tuple[str, Path]]:
+        out = []
+        rng = np.random.default_rng(self.seed)
+        for cls in self.classes(split):
+            paths = sorted(p for p in (self.root / cls).rglob("*") if p.is_file() and is_image_name(p.name))
+            order = rng.permutation(len(paths))
+            n_test = min(len(paths) - 1, max(1, round(len(paths) * self.test_fraction))) if len(paths) > 1 else 0
+            chosen = order[:n_test] if split == "test" else order[n_test:]
+            out += [(cls, paths[i]) for i in sorted(chosen)]
+        return out
+
+
+def flat_class_folder(root: Path) -> bool:
+    """Whether `root` holds class sub-folders of images directly (no train/ or test/ level)."""
+    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if not subdirs or any(p.name.lower() in ("train", "test", "val", "validation") for p in subdirs):
+        return False
+    return any(is_image_name(q.name) for d in subdirs[:50] for q in d.iterdir())

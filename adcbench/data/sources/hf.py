@@ -26,6 +26,9 @@ def _hf_columns(ds: Any, image_col: str | None, label_col: str | None) -> tuple[
     import datasets
 
     feats = ds.features
+    for given, role in ((image_col, "image"), (label_col, "label")):
+        if given is not None and given not in feats:
+            raise DataFormatError(f"dataset has no {role} column {given!r} (columns: {', '.join(feats)})")
     img = (
         image_col if image_col in feats else next((k for k, v in feats.items() if isinstance(v, datasets.Image)), None)
     )

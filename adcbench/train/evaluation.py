@@ -1,0 +1,54 @@
+"""Evaluation plumbing: the history's (optionally subsampled) and the final eval loaders, an
+evaluation progress bar, and the console line that names a warm start."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from adcbench.model.warmstart import describe_recipe
+
+EVAL_SUBSET_SEED = 0  # fixed: every run and seed evaluates its history on the same subset
+
+
+def eval_loaders(data: Dataset, settings: dict[str, Any], num_workers: int) -> dict[str, DataLoader]:
+    """ "history": a fixed seeded subset of `eval_samples` (all samples when unset or larger);
+    "final": the full split, or the same subset when `final_eval="subset"`."""
+    bs = max(settings["batch_size"], 256)
+    full = DataLoader(data, batch_size=bs, shuffle=False, num_workers=num_workers)
+    n = settings.get("eval_samples")
+    if n is None or n >= len(data):  # type: ignore[arg-type]
+        return {"history": full, "final": full}
+    gen = torch.Generator().manual_seed(EVAL_SUBSET_SEED)
+    idx = sorted(torch.randperm(len(data), generator=gen)[:n].tolist())  # type: ignore[arg-type]
+    subset = DataLoader(Subset(data, idx), batch_size=bs, shuffle=False, num_workers=num_workers)
+    return {"history": subset, "final": subset if settings.get("final_eval") == "subset" else full}
+
+
+@contextlib.contextmanager
+def eval_progress(enabled: bool, total: int, desc: str) -> Iterator[Any]:
+    """A transient second progress bar while an evaluation runs (it can take minutes)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False, position=1)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def say_warmstart(info: dict[str, Any]) -> None:
+    """Name the warm start on the console: which recipe, how good, which file (checksum)."""
+    recipe = info.get("recipe") or {}
+    ws = info.get("warmstart") or {}
+    acc = ws.get("final_test_accuracy")
+    print(
+        f"adcbench: warm start {info.get('path')} (recipe {describe_recipe(recipe) or '?'}; "
+        f"test acc {acc if acc is None else f'{acc:.4f}'}; sha256 {str(info.get('sha256'))[:12]})",
+        file=sys.stderr,
+    )
