@@ -236,8 +236,8 @@ class StopRule:
     def reason(self, step: int, meter: Meter) -> str | None:
         if self.nominal:
             spent, step_bytes = step * self.nominal_step, self.nominal_step
-        else:  # the next step is assumed to cost what the last one did
-            spent, step_bytes = meter.train_total, meter.last["fwd"] + meter.last["bwd"]
+        else:  # the next step is assumed to cost what the last one did; the first, its analytic size
+            spent, step_bytes = meter.train_total, (meter.last["fwd"] + meter.last["bwd"]) if step else self.estimate
         if self.budget is not None and spent + step_bytes > self.budget:
             return "budget"
         if self.max_steps and step >= self.max_steps:

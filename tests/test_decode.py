@@ -1,0 +1,92 @@
+"""Decode fidelity: what the server computes on, against what the client had.
+
+Identity and lossless chains decode bit-exactly; each lossy stage holds the error bound it
+documents (quantization: half a step of its scale group; float16: its rounding; top-k: exact on
+the top-k support, zero elsewhere). The top-k decoder rejects supports that are not strictly
+increasing (unsorted or duplicated positions would scatter values onto the wrong coordinates)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _harness import Harness, make, one_thread  # noqa: F401 (module-wide fixture)
+
+from adcbench.core.method import Context
+from adcbench.errors import WireFormatError
+from adcbench.wire import Field, Kind, Message
+
+
+def _sent_and_decoded(h: Harness) -> tuple[torch.Tensor, torch.Tensor]:
+    """The client's activation at the cut and the server's decoded input, through real bytes."""
+    x, y = h.batch()
+    captured = {}
+    encode = h.pipeline.encode_forward
+
+    def spy(act, ctx):
+        captured["h"] = act.detach().clone()
+        return encode(act, ctx)
+
+    h.pipeline.encode_forward = spy  # instance attribute: only this harness's pipeline
+    data = h.client.forward(x, y, 0)
+    server_in, _, _ = h.pipeline.decode_forward(h.pipeline.unpack(data), Context(True, h.cut, 0))
+    return captured["h"], server_in.detach()
+
+
+@pytest.mark.parametrize("spec", ["none", "float", "none+zstd", "float+zlib:level=9", "none+zlib+zstd"])
+def test_identity_and_lossless_chains_decode_bit_exactly(spec: str) -> None:
+    sent, got = _sent_and_decoded(make(spec))
+    assert got.dtype == sent.dtype and torch.equal(got, sent)
+
+
+@pytest.mark.parametrize("spec", ["quant:bits=8", "quant:bits=3,granularity=token", "quant:bits=5,granularity=tensor"])
+def test_quant_within_half_a_step_of_its_group(spec: str) -> None:
+    h = make(spec)
+    sent, got = _sent_and_decoded(h)
+    stage = h.pipeline.stages[-1]
+    rows_s, rows_g = stage._rows(sent), stage._rows(got)
+    step = (rows_s.amax(1, keepdim=True) - rows_s.amin(1, keepdim=True)) / ((1 << stage.config["bits"]) - 1)
+    err = (rows_g - rows_s).abs()
+    assert bool((err <= step / 2 * (1 + 1e-5) + 1e-7).all())
+    assert float(err.max()) > float(step.min()) / 10, "rounding actually happens"
+
+
+def test_float16_within_its_rounding() -> None:
+    sent, got = _sent_and_decoded(make("float:dtype=float16"))
+    assert torch.equal(got, sent.half().float())
+    assert bool(((got - sent).abs() <= sent.abs() * 2**-11 + 2**-24).all())
+
+
+@pytest.mark.parametrize("ratio", [0.05, 0.3])  # packed indices, bitmap
+def test_topk_exact_on_its_support_zero_elsewhere(ratio: float) -> None:
+    sent, got = _sent_and_decoded(make(f"topk:ratio={ratio}"))
+    flat_s, flat_g = sent.reshape(len(sent), -1), got.reshape(len(got), -1)
+    k = max(1, round(ratio * flat_s.shape[1]))
+    support = flat_s.abs().topk(k, dim=1).indices
+    kept = torch.zeros_like(flat_s, dtype=torch.bool).scatter_(1, support, True)
+    assert torch.equal(flat_g[kept], flat_s[kept]) and bool((flat_g[~kept] == 0).all())
+
+
+def _support_field(msg: Message) -> str:
+    packed = [n for n, f in msg.fields.items() if f.kind == Kind.PACKED and f.value.dim() == 2]
+    assert len(packed) == 1, f"expected one packed support field in {sorted(msg.fields)}"
+    return packed[0]
+
+
+@pytest.mark.parametrize("defect", ["swap", "duplicate", "reverse"])
+def test_topk_rejects_unsorted_or_duplicated_indices(defect: str) -> None:
+    h = make("topk:ratio=0.05")  # k=27 of 544 per sample: packed indices are cheaper than a bitmap
+    x, y = h.batch()
+    msg = h.pipeline.unpack(h.client.forward(x, y, 0))
+    name = _support_field(msg)
+    f = msg.fields[name]
+    idx = f.value.clone()
+    if defect == "swap":
+        idx[3, [4, 5]] = idx[3, [5, 4]]
+    elif defect == "duplicate":
+        idx[0, 1] = idx[0, 0]
+    else:
+        idx = idx.flip(1)
+    fields = dict(msg.fields)
+    fields[name] = Field(f.kind, f.category, idx, f.bits)
+    with pytest.raises(WireFormatError):
+        h.server.train_step(h.pipeline.pack(Message(fields)), 0)

@@ -1,0 +1,121 @@
+"""The training loop's accounting, in process on the offline digits data (a few steps each):
+what is evaluated, what is counted, when the budget stops a run, and what the config hash covers.
+Each assertion can fail: counts and accuracies are recomputed here from the bytes on the wire."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from _harness import one_thread  # noqa: F401 (module-wide fixture)
+
+from adcbench.data.task import get_task, register_task
+from adcbench.tasks.digits import Digits
+from adcbench.train import RunConfig, run
+from adcbench.train.loop import build_parties, new_record
+from adcbench.transport import Loopback
+from adcbench.wire import Message
+
+BATCH = 16
+
+
+@register_task("tiny8")
+class Tiny8(Digits):
+    """digits' data (1,437 train / 360 test) on a 3-block, 16-wide ViT: the loop's logic at a
+    fraction of the cost of the task's own model."""
+
+    description = "test-only: digits on a 3-block ViT of width 16"
+    arch_kwargs = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=3, num_heads=2, mlp_ratio=2.0)
+    split_index = 1
+
+
+class Recording(Loopback):
+    """A loopback that keeps every eval prediction and every training message size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.preds: list[torch.Tensor] = []
+        self.sizes: dict[str, list[int]] = {"fwd": [], "bwd": []}
+
+    def send(self, direction: str, data: bytes) -> None:
+        super().send(direction, data)
+        if direction == "eval_bwd":
+            self.preds.append(Message.decode(data)["pred"].long())
+        elif direction in self.sizes:
+            self.sizes[direction].append(len(data))
+
+
+def cfg(**kw) -> RunConfig:
+    base = dict(method="none", task="tiny8", batch_size=BATCH, max_steps=2, out=None, progress=False)
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 0.25])
+def test_evaluates_every_sample_of_the_asked_split_once(val_fraction: float) -> None:
+    t = Recording()
+    rec = run(cfg(eval_policy="raw", val_fraction=val_fraction), t)
+    splits = get_task("tiny8")().splits(val_fraction=val_fraction)
+    assert rec["eval_split"] == ("val" if val_fraction else "test") == splits.eval_name
+    labels = torch.cat([y for _, y in torch.utils.data.DataLoader(splits.eval, batch_size=1024)])
+    preds = torch.cat(t.preds)
+    assert len(rec["history"]) == 1 and preds.shape == labels.shape, "one pass over the eval split"
+    # the recorded accuracy is the accuracy of the predictions that crossed the wire
+    assert rec["final"]["acc"] == int((preds == labels).sum()) / len(labels)
+    assert rec["bytes"]["eval_per_sample_raw"] == t.meter.bytes["eval_fwd"] / len(labels)
+
+
+def test_bytes_are_steps_times_analytic_plus_framing() -> None:
+    t = Recording()
+    rec = run(cfg(method="quant:bits=4", max_steps=3, eval_policy="raw"), t)
+    a = rec["analytic_bytes_per_step"]
+    for d in ("fwd", "bwd"):
+        parts = rec["bytes"][f"breakdown_{d}"]
+        assert parts["payload"] + parts["side"] + parts["labels"] == 3 * a[d]
+        assert rec["bytes"][d] == sum(t.sizes[d]) == sum(parts.values())
+        assert rec["bytes"][f"per_sample_{d}"] == rec["bytes"][d] / (3 * BATCH)
+    assert rec["steps"] == 3 and rec["stopped_by"] == "max_steps"
+
+
+def test_budget_is_never_exceeded_and_names_the_stop() -> None:
+    one = run(cfg(max_steps=1, eval_policy="raw"))
+    step = one["bytes"]["fwd"] + one["bytes"]["bwd"]
+    analytic = sum(one["analytic_bytes_per_step"].values())  # what the first step is predicted to cost
+    for budget, steps in ((3 * step, 3), (3 * step + step - 1, 3), (3 * step - 1, 2), (analytic - 1, 0)):
+        rec = run(cfg(max_steps=None, epochs=None, budget_bytes=budget, eval_policy="raw"))
+        spent = rec["bytes"]["fwd"] + rec["bytes"]["bwd"]
+        assert spent <= budget, f"budget {budget}: spent {spent}"
+        assert (rec["steps"], rec["stopped_by"]) == (steps, "budget"), f"budget {budget}"
+
+
+def test_config_hash_covers_every_training_setting() -> None:
+    def h(**kw) -> str:
+        c = cfg(**kw)
+        return new_record(c, build_parties(c))["config_hash"]
+
+    base = h()
+    assert h(seed=7) == base, "seeds of one configuration share a hash"
+    changed = {
+        "lr": dict(lr=3e-3),
+        "epochs": dict(epochs=2),
+        "batch_size": dict(batch_size=8),
+        "max_steps": dict(max_steps=3),
+        "split": dict(split=2),
+        "eval_policy": dict(eval_policy="raw"),
+        "budget": dict(budget_bytes=10**9),
+        "method": dict(method="float:dtype=float16"),
+    }
+    for name, kw in changed.items():
+        assert h(**kw) != base, f"the config hash ignores {name}"
+
+
+def test_recorded_config_names_every_setting() -> None:
+    c = cfg()
+    rec = new_record(c, build_parties(c))
+    train = rec["train"]
+    for f in dataclasses.fields(RunConfig):
+        if f.name in ("method", "task", "task_params", "data", "seed", "init", "arch"):
+            continue  # recorded at the top level or under `model`
+        if f.name in ("out", "progress", "device", "threads"):
+            continue  # where and how it ran, not what: provenance
+        assert f.name in train, f"{f.name} is not in the record's training settings"
