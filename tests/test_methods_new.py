@@ -1,0 +1,104 @@
+"""Focused tests of the methods added for issue 12 (fedlite, tome, lowrank, entropy-bottleneck):
+what each one computes, beyond the registry-wide contract in test_contract.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _harness import make, one_thread  # noqa: F401 (module-wide fixture)
+
+from adcbench.core.method import Context, Cut
+from adcbench.core.pipeline import Pipeline
+from adcbench.errors import ParamError, WireFormatError
+from adcbench.wire import Message, bits_for, breakdown
+
+DEIT_T = Cut(tokens=197, dim=192, num_classes=100, batch_size=128)
+
+
+def _ctx(training: bool = True, seed: int = 0) -> Context:
+    return Context(training, DEIT_T, 0, torch.Generator().manual_seed(seed))
+
+
+def _pipe(spec: str, cut: Cut = DEIT_T) -> Pipeline:
+    p = Pipeline.from_spec(spec)
+    p.setup(cut)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# fedlite
+# --------------------------------------------------------------------------------------------
+def test_fedlite_paper_shapes_and_formula() -> None:
+    # The ADC authors' q = 591 is subdim 64 at DeiT-T (197·192 / 64).
+    p = _pipe("fedlite:l=32,subdim=64")
+    stage = p.stages[0]
+    assert stage.q((197, 192)) == 591
+    fwd, bwd = p.analytic_bytes(128)
+    assert fwd == math.ceil(128 * 591 * 5 / 8) + 4 * 32 * 64 + 128  # codes + codebook + labels
+    assert bwd == 4 * 128 * 197 * 192  # the paper's downlink: the uncompressed gradient
+
+
+def test_fedlite_codes_index_the_codebook_and_kmeans_helps() -> None:
+    cut = Cut(tokens=4, dim=8, num_classes=10, batch_size=8)
+    x = torch.randn(8, 4, 8, generator=torch.Generator().manual_seed(0))
+    errs = []
+    for iters in (1, 20):
+        p = _pipe(f"fedlite:l=5,subdim=4,iters={iters}", cut)
+        fields, _ = p.stages[0].encode_forward(x, Context(True, cut, 0, torch.Generator().manual_seed(1)))
+        assert fields["codes"].bits == bits_for(5) == 3 and tuple(fields["codes"].value.shape) == (8, 8)
+        decoded = {k: f.value for k, f in fields.items()}
+        z = p.stages[0].decode_forward(decoded, None, Context(True, cut))
+        cb, codes = decoded["codebook"][0], decoded["codes"]
+        assert torch.equal(z.reshape(8, 8, 4), cb[codes])  # each sub-vector is its codeword
+        errs.append(float((z - x).pow(2).sum()))
+    assert errs[1] < errs[0], "Lloyd iterations reduce the quantization error"
+
+
+def test_fedlite_rejects_codes_beyond_l() -> None:
+    h = make("fedlite:l=5")  # 3-bit codes can hold 5..7, which are not codewords
+    x, y = h.batch()
+    msg = h.pipeline.unpack(h.client.forward(x, y, 0))
+    msg.fields["0.codes"].value[0, 0] = 7
+    with pytest.raises(WireFormatError, match="codes outside"):
+        h.server.train_step(h.pipeline.pack(msg), 0)
+
+
+def test_fedlite_gradient_correction_term() -> None:
+    cut = Cut(tokens=4, dim=8, num_classes=10, batch_size=8)
+    x = torch.randn(8, 4, 8)
+    g = torch.randn(8, 4, 8)
+    grads = {}
+    for lam in (0.0, 0.5):
+        stage = _pipe(f"fedlite:l=4,subdim=4,correction={lam}", cut).stages[0]
+        fields, _ = stage.encode_forward(x, Context(True, cut, 0, torch.Generator().manual_seed(1)))
+        z = stage.decode_forward({k: f.value for k, f in fields.items()}, None, Context(True, cut))
+        back = stage.encode_backward(g, Context(True, cut))
+        grads[lam] = stage.decode_backward({k: f.value for k, f in back.items()}, Context(True, cut))
+    assert torch.equal(grads[0.0], g)  # off: straight through
+    torch.testing.assert_close(grads[0.5], g + 2 * 0.5 * (x - z))  # lambda·d/dz ||z - z~||^2
+
+
+def test_fedlite_eval_does_not_touch_the_training_generator() -> None:
+    h = make("fedlite")
+    state = h.client.generator.get_state()
+    a, _ = h.eval_bytes(13)
+    assert torch.equal(state, h.client.generator.get_state())
+    b, _ = h.eval_bytes(13)
+    assert a == b
+
+
+def test_fedlite_shape_errors_are_param_errors() -> None:
+    with pytest.raises(ParamError, match="subdim"):
+        _pipe("fedlite:subdim=5")
+    with pytest.raises(ParamError, match="groups"):
+        _pipe("fedlite:subdim=64,groups=2")  # q = 591 is odd
+
+
+def test_fedlite_wire_is_information_plus_framing() -> None:
+    h = make("fedlite:l=16")
+    fwd, _, _ = h.step()
+    b = breakdown(fwd)
+    assert set(Message.decode(fwd).fields) == {"0.codes", "0.codebook", "y"}
+    assert b["framing"] < 0.005 * len(fwd) + 64
