@@ -102,3 +102,58 @@ def test_fedlite_wire_is_information_plus_framing() -> None:
     b = breakdown(fwd)
     assert set(Message.decode(fwd).fields) == {"0.codes", "0.codebook", "y"}
     assert b["framing"] < 0.005 * len(fwd) + 64
+
+
+# --------------------------------------------------------------------------------------------
+# tome
+# --------------------------------------------------------------------------------------------
+def _tome(spec: str, tokens: int = 17, dim: int = 8) -> Pipeline:
+    return _pipe(spec, Cut(tokens=tokens, dim=dim, num_classes=10, batch_size=4))
+
+
+def test_tome_conserves_mass_and_counts() -> None:
+    p = _tome("tome:ratio=0.25")  # k = 4 of 17: three bipartite rounds (16 -> 8 -> 4 ... -> 3 patches)
+    x = torch.randn(4, 17, 8, generator=torch.Generator().manual_seed(0))
+    fields, rest = p.stages[0].encode_forward(x, _ctx())
+    sizes = fields["sizes"].value.long() + 1
+    assert rest.shape == (4, 4, 8) and sizes.shape == (4, 3) and fields["sizes"].bits == 4
+    assert torch.equal(sizes.sum(1), torch.full((4,), 16))
+    assert torch.equal(rest[:, 0], x[:, 0]), "CLS is never merged"
+    # size-weighted averages: sum_j s_j x~_j equals the sum of the patch tokens
+    torch.testing.assert_close((rest[:, 1:] * sizes[..., None]).sum(1), x[:, 1:].sum(1))
+
+
+def test_tome_merges_identical_tokens_first() -> None:
+    p = _tome("tome:ratio=0.56", tokens=9)  # k = 5: 8 patches -> 4 in one round, r = 4
+    twins = torch.randn(4, 4, 8).repeat_interleave(2, dim=1)  # patches 2i and 2i+1 equal (A/B pairs)
+    x = torch.cat([torch.randn(4, 1, 8), twins], dim=1)
+    fields, rest = p.stages[0].encode_forward(x, _ctx())
+    assert torch.equal(fields["sizes"].value.long() + 1, torch.full((4, 4), 2))
+    torch.testing.assert_close(rest[:, 1:], twins[:, ::2])
+
+
+def test_tome_repeat_is_proportional_attention() -> None:
+    from timm.models.vision_transformer import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(8, num_heads=2).eval()
+    p = _tome("tome:ratio=0.3")
+    x = torch.randn(4, 17, 8)
+    fields, rest = p.stages[0].encode_forward(x, _ctx())
+    repeated = p.stages[0].decode_forward({"sizes": fields["sizes"].value}, rest, _ctx())
+    sizes = torch.cat([torch.ones(4, 1), fields["sizes"].value.float() + 1], dim=1)
+    # ToMe's proportional attention on the k merged tokens: softmax(q k^T * scale + log s) v
+    B, k, d = rest.shape
+    qkv = attn.qkv(rest).reshape(B, k, 3, 2, d // 2).permute(2, 0, 3, 1, 4)
+    q, kk, v = qkv.unbind(0)
+    w = (q @ kk.transpose(-2, -1) * attn.scale + sizes.log()[:, None, None, :]).softmax(-1)
+    prop = attn.proj((w @ v).transpose(1, 2).reshape(B, k, d))
+    torch.testing.assert_close(attn(repeated)[:, 0], prop[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_tome_without_proportional_sends_only_tokens() -> None:
+    h = make("tome:ratio=0.25,proportional=false")
+    fwd, _, _ = h.step()
+    assert set(Message.decode(fwd).fields) == {"1.x", "y"}
+    h2 = make("tome:ratio=0.25")
+    assert "0.sizes" in Message.decode(h2.step()[0]).fields
