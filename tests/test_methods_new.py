@@ -157,3 +157,54 @@ def test_tome_without_proportional_sends_only_tokens() -> None:
     assert set(Message.decode(fwd).fields) == {"1.x", "y"}
     h2 = make("tome:ratio=0.25")
     assert "0.sizes" in Message.decode(h2.step()[0]).fields
+
+
+# --------------------------------------------------------------------------------------------
+# lowrank
+# --------------------------------------------------------------------------------------------
+def _lowrank_error(spec: str, x: torch.Tensor) -> tuple[float, torch.Tensor]:
+    cut = Cut(tokens=x.shape[1], dim=x.shape[2], num_classes=10, batch_size=x.shape[0])
+    stage = _pipe(spec, cut).stages[0]
+    fields, p = stage.encode_forward(x, Context(True, cut, 0, torch.Generator().manual_seed(1)))
+    xhat = stage.decode_forward({"q": fields["q"].value}, p, Context(True, cut))
+    return float((xhat - x).pow(2).sum()), xhat
+
+
+def test_lowrank_svd_is_the_truncated_svd() -> None:
+    x = torch.randn(3, 12, 10, generator=torch.Generator().manual_seed(0))
+    _, xhat = _lowrank_error("lowrank:rank=4", x)
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    torch.testing.assert_close(xhat, u[..., :4] @ torch.diag_embed(s[:, :4]) @ vh[:, :4], atol=1e-5, rtol=1e-5)
+    low = torch.randn(3, 12, 3) @ torch.randn(3, 3, 10)  # rank 3: reconstructed exactly
+    assert _lowrank_error("lowrank:rank=3", low)[0] < 1e-8
+
+
+def test_lowrank_power_iterations_approach_svd() -> None:
+    x = torch.randn(3, 12, 10, generator=torch.Generator().manual_seed(0))
+    exact = _lowrank_error("lowrank:rank=4", x)[0]
+    rough = _lowrank_error("lowrank:rank=4,solver=power,iters=1", x)[0]
+    close = _lowrank_error("lowrank:rank=4,solver=power,iters=30", x)[0]
+    assert exact <= close < rough and close < exact * 1.01
+
+
+def test_lowrank_backward_is_the_projected_gradient() -> None:
+    cut = Cut(tokens=12, dim=10, num_classes=10, batch_size=3)
+    stage = _pipe("lowrank:rank=4", cut).stages[0]
+    x = torch.randn(3, 12, 10, requires_grad=True)
+    g = torch.randn(3, 12, 10)
+    fields, p = stage.encode_forward(x, _ctx())
+    leaf = p.detach().requires_grad_()
+    (stage.decode_forward({"q": fields["q"].value}, leaf, _ctx()) * g).sum().backward()
+    q = fields["q"].value
+    torch.testing.assert_close(leaf.grad, g @ q)  # the rank-r gradient message
+    p.backward(leaf.grad)
+    torch.testing.assert_close(x.grad, g @ q @ q.transpose(1, 2))
+
+
+def test_lowrank_float16_factors_and_rank_limit() -> None:
+    p = _pipe("lowrank:rank=8,factors=float16")
+    assert p.stages[1].config["dtype"] == "float16"
+    assert p.analytic_bytes(128)[1] == 2 * 128 * 197 * 8  # backward: dL/dP in float16
+    assert p.analytic_bytes(128)[0] == 2 * 128 * 192 * 8 + 2 * 128 * 197 * 8 + 128
+    with pytest.raises(ParamError, match="rank"):
+        _pipe("lowrank:rank=193")
