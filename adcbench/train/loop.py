@@ -24,10 +24,10 @@ from adcbench.core.method import Cut
 from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import SCHEMA, append_record, config_hash, provenance
 from adcbench.data.task import Task, get_task
-from adcbench.errors import AdcbenchError, ParamError
+from adcbench.errors import ParamError
 from adcbench.model.backbones import build_backbone
 from adcbench.model.split import cut_shape, split_vit
-from adcbench.train.config import EVAL_POLICIES, RunConfig, resolve
+from adcbench.train.config import EVAL_POLICIES, PRECISIONS, RunConfig, parse_device, resolve, wire_dtype
 from adcbench.train.roles import Client, Server
 from adcbench.transport import Loopback, Meter, Transport
 from adcbench.wire import Message
@@ -70,18 +70,37 @@ class Parties:
 
 
 def _device(cfg: RunConfig) -> torch.device:
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AdcbenchError("--device cuda, but no CUDA device is available here; use --device cpu")
-    return device
+    return parse_device(cfg.device)
+
+
+def _pipelines(cfg: RunConfig) -> tuple[Pipeline, Pipeline]:
+    """The method's pipeline and the raw (`none`) one, both ending in the run's wire dtype where
+    the method leaves the terminal open; an explicit --wire-dtype the method cannot take is an error."""
+    dtype = wire_dtype(cfg)
+    pipeline = Pipeline.from_spec(cfg.method, dtype)
+    if cfg.wire_dtype != "auto" and not pipeline.wire_dtype_applied:
+        raise ParamError(
+            f"--wire-dtype {cfg.wire_dtype}: {cfg.method} sets its own wire encoding (its last stage is "
+            f"{pipeline.stages[-1].spec}); drop --wire-dtype or end the method in float:dtype=..."
+        )
+    return pipeline, Pipeline.from_spec("none", dtype)
+
+
+def _loader_options(task: Task, device: torch.device) -> dict[str, Any]:
+    """Workers as the task sets them; on CUDA pinned host memory (for non-blocking copies); workers
+    kept alive across epochs and evaluations, each prefetching a few batches ahead."""
+    opts: dict[str, Any] = {"num_workers": task.num_workers, "pin_memory": device.type == "cuda"}
+    if task.num_workers > 0:
+        opts.update(persistent_workers=True, prefetch_factor=4)
+    return opts
 
 
 def build_parties(cfg: RunConfig) -> Parties:
     """Task, loaders, split model and roles; all settings are validated before any data loads."""
-    task = get_task(cfg.task)(data=cfg.data, **cfg.task_params)
-    pipeline = Pipeline.from_spec(cfg.method)
-    settings = resolve(cfg, task)
     device = _device(cfg)
+    task = get_task(cfg.task)(data=cfg.data, **cfg.task_params)
+    pipeline, raw_pipeline = _pipelines(cfg)
+    settings = resolve(cfg, task)
     if cfg.threads is not None:
         if cfg.threads < 1:
             raise ParamError(f"threads={cfg.threads} is out of range; valid: integer >= 1")
@@ -97,9 +116,9 @@ def build_parties(cfg: RunConfig) -> Parties:
         shuffle=True,
         drop_last=True,
         generator=torch.Generator().manual_seed(cfg.seed),
-        num_workers=task.num_workers,
+        **_loader_options(task, device),
     )
-    eval_loader = DataLoader(splits.eval, batch_size=max(bs, 256), shuffle=False, num_workers=task.num_workers)
+    eval_loader = DataLoader(splits.eval, batch_size=max(bs, 256), shuffle=False, **_loader_options(task, device))
     if len(train_loader) == 0:
         raise ParamError(f"batch_size={bs} exceeds the {len(splits.train)} training samples")
 
@@ -119,16 +138,16 @@ def build_parties(cfg: RunConfig) -> Parties:
     for side in ("client", "server"):
         for m in pipeline.modules(side):
             m.to(device)
-    raw_pipeline = Pipeline.from_spec("none")
     raw_pipeline.setup(cut)
+    dtype = PRECISIONS[cfg.precision]
     return Parties(
         task,
         settings,
         pipeline,
         raw_pipeline,
         cut,
-        Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device),
-        Server(server_net, pipeline, cut, settings["lr"], cfg.seed, device),
+        Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device, dtype),
+        Server(server_net, pipeline, cut, settings["lr"], cfg.seed, device, dtype),
         train_loader,
         eval_loader,
         splits.eval_name,
@@ -157,6 +176,7 @@ def new_record(cfg: RunConfig, p: Parties) -> dict[str, Any]:
         "data_info": p.task.data_info(),
         "analytic_bytes_per_step": dict(zip(("fwd", "bwd"), p.pipeline.analytic_bytes(p.settings["batch_size"]))),
         "provenance": provenance(cfg.device),
+        "precision": {"compute": cfg.precision, "wire_dtype": wire_dtype(cfg), "sent_fwd": [], "sent_bwd": []},
         "status": "running",
         "history": [],
     }
@@ -325,6 +345,8 @@ def finish_record(
 ) -> None:
     """Summaries (final accuracy, bytes per direction and per sample, wall time); append the record."""
     samples = step * record["train"]["batch_size"]
+    # What the payload really crossed as (from the last training messages), beside what was asked for.
+    record["precision"].update(sent_fwd=history.p.client.sent, sent_bwd=history.p.server.sent)
     final = record["history"][-1] if record["history"] else {}
     record.update(
         {
