@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
 
 DEVICE = torch.device("meta")
 aten = torch.ops.aten
@@ -68,9 +67,31 @@ def _is_device(d: Any) -> bool:
     return d is not None and torch.device(d).type == "meta"
 
 
+def _tensors(a: Any) -> Iterator[torch.Tensor]:
+    """Tensors among an op's arguments (aten arguments nest one list deep at most)."""
+    if isinstance(a, torch.Tensor):
+        yield a
+    elif isinstance(a, (list, tuple)):
+        for x in a:
+            if isinstance(x, torch.Tensor):
+                yield x
+
+
+def _map(a: Any, fn: Any) -> Any:
+    """`fn` over the tensors of an argument or output (torch's pytree is far slower here)."""
+    if isinstance(a, torch.Tensor):
+        return fn(a)
+    if isinstance(a, (list, tuple)):
+        return type(a)(_map(x, fn) for x in a)
+    return a
+
+
+def _unwrap(t: torch.Tensor) -> torch.Tensor:
+    return t.elem if isinstance(t, DeviceTensor) else t
+
+
 def _run(func: Any, args: tuple, kwargs: dict) -> Any:
-    flat, _ = tree_flatten((args, kwargs))
-    tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+    tensors = [t for a in (*args, *kwargs.values()) for t in _tensors(a)]
     on_device = any(isinstance(t, DeviceTensor) for t in tensors)
     if on_device and func not in _CPU_INDEX_OK:
         for t in tensors:
@@ -82,12 +103,14 @@ def _run(func: Any, args: tuple, kwargs: dict) -> Any:
     to_device = _is_device(kwargs.get("device"))
     target_cpu = "device" in kwargs and not to_device
     if to_device:
+        gen = kwargs.get("generator")
+        if gen is not None and gen.device.type == "cpu":
+            raise DeviceMismatch(f"{func}: a CPU generator draws on a device (CUDA rejects it)")
         kwargs = {**kwargs, "device": torch.device("cpu")}
-    args, kwargs = tree_map(lambda t: t.elem if isinstance(t, DeviceTensor) else t, (args, kwargs))
-    out = func(*args, **kwargs)
+    out = func(*[_map(a, _unwrap) for a in args], **{k: _map(v, _unwrap) for k, v in kwargs.items()})
     if target_cpu or not (on_device or to_device):
         return out  # `.cpu()`, `.to("cpu")`, or a CPU-only op
-    return tree_map(lambda t: DeviceTensor(t) if isinstance(t, torch.Tensor) else t, out)
+    return _map(out, DeviceTensor)
 
 
 class _Mode(torch.utils._python_dispatch.TorchDispatchMode):
