@@ -8,6 +8,9 @@ loop) and real bytes both ways. Where a CUDA device exists, the `gpu` tests run 
 
 from __future__ import annotations
 
+import os
+import types
+
 import pytest
 import torch
 from _fakedevice import DeviceMismatch, DeviceTensor, fake_device
@@ -16,6 +19,7 @@ from torch.utils.data import TensorDataset
 
 from adcbench.core.method import METHODS
 from adcbench.core.pipeline import LosslessStage
+from adcbench.data.imagetask import loader_workers
 from adcbench.errors import AdcbenchError, ParamError
 from adcbench.tasks.digits import Digits
 from adcbench.train import loop
@@ -127,3 +131,24 @@ def test_one_step_on_cuda(spec: str, precision: str) -> None:
     cfg.device, cfg.precision = "cuda", precision
     rec = loop.run(cfg)
     assert rec["status"] == "completed" and rec["steps"] == 2
+
+
+def test_loaders_follow_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU: the task's workers, unpinned. CUDA: every CPU of this GPU's share, pinned, persistent."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    decoding, in_memory = types.SimpleNamespace(num_workers=3), types.SimpleNamespace(num_workers=0)
+    assert loop._loader_options(decoding, torch.device("cpu")) == {
+        "num_workers": 3,
+        "pin_memory": False,
+        "persistent_workers": True,
+        "prefetch_factor": 4,
+    }
+    assert loop._loader_options(decoding, torch.device("cuda")) == {
+        "num_workers": 15,  # 32 CPUs / 2 GPUs, less one for the training process
+        "pin_memory": True,
+        "persistent_workers": True,
+        "prefetch_factor": 4,
+    }
+    assert loop._loader_options(in_memory, torch.device("cuda")) == {"num_workers": 0, "pin_memory": True}
+    assert loader_workers() == 4  # CPU training keeps its cap

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from adcbench.core.method import Cut
 from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import SCHEMA, append_record, config_hash, provenance
+from adcbench.data.imagetask import loader_workers
 from adcbench.data.task import Task, get_task
 from adcbench.errors import ParamError
 from adcbench.model.backbones import build_backbone
@@ -87,10 +88,16 @@ def _pipelines(cfg: RunConfig) -> tuple[Pipeline, Pipeline]:
 
 
 def _loader_options(task: Task, device: torch.device) -> dict[str, Any]:
-    """Workers as the task sets them; on CUDA pinned host memory (for non-blocking copies); workers
-    kept alive across epochs and evaluations, each prefetching a few batches ahead."""
-    opts: dict[str, Any] = {"num_workers": task.num_workers, "pin_memory": device.type == "cuda"}
-    if task.num_workers > 0:
+    """Workers as the task sets them -- on CUDA, for tasks that decode in workers at all, every CPU
+    of this process's share of the machine (no cap: the GPU computes, the CPUs only feed it) --
+    pinned host memory on CUDA (for non-blocking copies), workers kept alive across epochs and
+    evaluations, each prefetching a few batches ahead."""
+    cuda = device.type == "cuda"
+    workers = task.num_workers
+    if cuda and workers > 0:
+        workers = loader_workers(most=None, share=torch.cuda.device_count())
+    opts: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda}
+    if workers > 0:
         opts.update(persistent_workers=True, prefetch_factor=4)
     return opts
 
