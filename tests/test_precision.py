@@ -19,6 +19,7 @@ from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import read_records
 from adcbench.errors import ParamError
 from adcbench.model.split import cut_shape, split_vit
+from adcbench.report.leaderboard import runs_table, summarize
 from adcbench.train.config import PRECISIONS
 from adcbench.train.loop import RunConfig, build_parties
 from adcbench.train.roles import Client, Server
@@ -102,3 +103,25 @@ def test_wire_dtype_is_separate_from_the_compute_precision() -> None:
         build_parties(RunConfig(**{**base, "method": "quant"}, wire_dtype="float16"))
     # auto leaves a method's own terminal alone: quant's codes are what crosses.
     assert build_parties(RunConfig(**{**base, "method": "quant"}, precision="bf16")).pipeline.stages[-1].spec == "quant"
+
+
+def test_leaderboard_keeps_precisions_apart() -> None:
+    def record(precision: str | None, per_sample: float) -> dict:
+        train = {"batch_size": 8} | ({"precision": precision} if precision else {})
+        return {
+            "task": "digits",
+            "method": "none",
+            "config_hash": precision or "fp32",
+            "seed": 0,
+            "status": "completed",
+            "history": [{"step": 1}],
+            "final": {"acc": 0.5, "acc_compressed": 0.5, "epoch": 1},
+            "steps": 1,
+            "train": train,
+            "bytes": {"per_sample_fwd": per_sample, "per_sample_bwd": per_sample, "fwd": 1, "bwd": 1},
+            "wall_s": 1.0,
+        }
+
+    table = summarize(runs_table([record(None, 4000.0), record("bf16", 2000.0)])).set_index("method")
+    assert table.loc["none", "xi_measured"] == 1.0
+    assert table.loc["none @bf16", "xi_measured"] == 0.5  # baselined on fp32 none, not averaged with it

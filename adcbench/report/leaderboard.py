@@ -11,6 +11,13 @@ import pandas as pd
 from adcbench.core.records import read_records
 
 
+def method_label(r: dict[str, Any]) -> str:
+    """The method as the tables show it: the spec, plus the compute precision unless fp32, so a
+    bf16 run (whose `none` sends half the bytes) is never averaged with, or baselined on, fp32."""
+    precision = r.get("train", {}).get("precision", "fp32")
+    return r["method"] if precision == "fp32" else f"{r['method']} @{precision}"
+
+
 def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
@@ -20,7 +27,7 @@ def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 "task": r["task"],
-                "method": r["method"],
+                "method": method_label(r),
                 "config_hash": r["config_hash"],
                 "seed": r["seed"],
                 "acc": final.get("acc"),
@@ -145,7 +152,7 @@ def _plots(runs: pd.DataFrame, records: list[dict[str, Any]], task: str, plots_d
         for h in r["history"]:
             curve_rows.append(
                 {
-                    "method": r["method"],
+                    "method": method_label(r),
                     "seed": r["seed"],
                     "acc": h["acc"],
                     "MB": (h["bytes_fwd"] + h["bytes_bwd"]) / 1e6,
