@@ -17,6 +17,7 @@ from _fakedevice import DeviceMismatch, DeviceTensor, fake_device
 from _harness import one_thread  # noqa: F401 (module-wide fixture)
 from torch.utils.data import TensorDataset
 
+import adcbench.methods.adc as adc
 from adcbench.core.method import METHODS
 from adcbench.core.pipeline import LosslessStage
 from adcbench.data.imagetask import loader_workers
@@ -100,8 +101,6 @@ def test_fake_device_fails_like_cuda() -> None:
 
 def test_a_device_bug_is_caught(monkeypatch: pytest.MonkeyPatch, small_digits: None) -> None:
     """The planted bug of issue 15: token selection's index tensor built on the CPU."""
-    import adcbench.methods.adc as adc
-
     real_arange = torch.arange
     monkeypatch.setattr(adc.torch, "arange", lambda *a, device=None, **kw: real_arange(*a, **kw))
     with fake_device() as device, pytest.raises(DeviceMismatch):
