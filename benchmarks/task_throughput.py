@@ -10,7 +10,13 @@ For cifar10 (cpu32 preset, 32 px) and imagenette (cpu112 preset, 112 px) on the 
 
     python benchmarks/task_throughput.py [--data-root ../shared/data] [--steps 10] [--threads 1,2]
 
-writes docs/benchmarks/task-throughput.md (the command, date, CPU, torch threads, load average)."""
+writes docs/benchmarks/task-throughput.md (the command, date, CPU, torch threads, load average).
+
+    python benchmarks/task_throughput.py --workers 0,1,2,4,8 [--load-batches 20]
+
+measures only the DataLoader (images/s per worker count, pinned memory as on CUDA) and writes
+docs/benchmarks/loader-workers.md: a run is data-bound when its step rate (images/s) exceeds what
+the loader delivers with the workers the loop gives it (docs/gpu.md)."""
 
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from adcbench.model.backbones import build_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = (("cifar10", "cpu32", "cifar10-jpg"), ("imagenette", "cpu112", "imagenette2-224"))
+DEFAULT_OUT = REPO / "docs" / "benchmarks" / "task-throughput.md"
 
 
 def measure(task_name: str, preset: str, data: Path, steps: int, load_batches: int) -> dict[str, float]:
@@ -91,6 +98,65 @@ def measure(task_name: str, preset: str, data: Path, steps: int, load_batches: i
     return out
 
 
+def measure_loader(task_name: str, preset: str, data: Path, workers: int, batches: int) -> float:
+    """Images/s of the train DataLoader alone with `workers` workers (pinned, prefetching, as the
+    loop builds it on CUDA); worker start-up and the first batch are not counted."""
+    from adcbench.data.task import get_task
+
+    task = get_task(task_name)(data=str(data), preset=preset)
+    extra = {"persistent_workers": True, "prefetch_factor": 4} if workers else {}
+    loader = DataLoader(
+        task.load_split("train"),
+        batch_size=task.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),  # pinning needs a CUDA runtime; it is what CUDA runs do
+        generator=torch.Generator().manual_seed(0),
+        **extra,
+    )
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * task.batch_size / (time.perf_counter() - t0)
+
+
+def loader_table(args: argparse.Namespace) -> int:
+    rows = []
+    for task_name, preset, sub in CASES:
+        data = args.data_root / sub
+        if not data.is_dir():
+            print(f"skipping {task_name}: {data} not found", file=sys.stderr)
+            continue
+        for w in (int(v) for v in args.workers.split(",")):
+            rate = measure_loader(task_name, preset, data, w, args.load_batches)
+            print(task_name, preset, w, round(rate), file=sys.stderr)
+            rows.append(f"| {task_name} | {preset} | {w} | {rate:,.0f} |")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cmd = "python benchmarks/task_throughput.py" + "".join(f" {a}" for a in sys.argv[1:])
+    lines = [
+        "# DataLoader throughput per worker count",
+        "",
+        f"Produced by `{cmd}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}; "
+        f"1-min load average at the end: {load:.1f}; pinned memory: {torch.cuda.is_available()}",
+        "- The train loader alone (shuffle, the preset's augmentation and batch size), no model. With"
+        " more workers than free cores the rate stops rising; compare it with the step rate of the run.",
+        "",
+        "| task | preset | workers | load (img/s) |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+    out = args.out.parent / "loader-workers.md" if args.out == DEFAULT_OUT else args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
@@ -101,8 +167,11 @@ def main() -> int:
         default=str(torch.get_num_threads()),
         help="comma-separated torch thread counts to measure, e.g. 1,2",
     )
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "task-throughput.md")
+    ap.add_argument("--workers", default=None, help="comma-separated worker counts: the loader-alone table only")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
+    if args.workers:
+        return loader_table(args)  # the decoded cache is reused: decoding is not what is measured
     os.environ["ADCBENCH_CACHE"] = tempfile.mkdtemp(prefix="adcbench-bench-")  # cold decode
 
     rows = []

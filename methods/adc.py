@@ -109,7 +109,7 @@ class ADC(Method):
             return {}, x.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
         T = self.clusters(B)
         if T == B:  # every sample its own cluster: no clustering needed
-            assign, empty = torch.arange(B), 0
+            assign, empty = torch.arange(B, device=x.device), 0
         else:
             assign, empty = kmeans(s, T, self.config["kmeans_iters"], self.config["kmeans_tol"], ctx.generator)
         member = F.one_hot(assign, T).to(x.dtype)  # B×T
@@ -128,7 +128,7 @@ class ADC(Method):
         do not depend on topk's tie order."""
         p = self.cut.prefix_tokens if self.cut else 1
         rows = scores.shape[0]
-        prefix = torch.arange(p).expand(rows, p)
+        prefix = torch.arange(p, device=scores.device).expand(rows, p)
         if k == p:
             return prefix.contiguous()
         top = scores[:, p:].topk(k - p, dim=1).indices + p
@@ -191,7 +191,8 @@ def kmeans(
     >= 2 members, so exactly k non-empty clusters come back. Returns (assignment, #empty repaired).
     """
     n = points.shape[0]
-    centroids = points[torch.randperm(n, generator=generator)[:k]].clone()
+    # Drawn on the CPU generator, so the init (and the bytes) do not depend on the device.
+    centroids = points[torch.randperm(n, generator=generator)[:k].to(points.device)].clone()
     for _ in range(iters):
         assign = torch.cdist(points, centroids).argmin(1)
         member = F.one_hot(assign, k).to(points.dtype)

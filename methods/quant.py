@@ -81,7 +81,8 @@ class Quantize(Method):
         inv = torch.where(step > 0, 1 / step, torch.zeros_like(step))  # constant group -> code 0
         q = (rows - lo).mul_(inv)
         if self.config["rounding"] == "stochastic":
-            q = q.add_(torch.rand(q.shape, generator=ctx.generator, dtype=q.dtype)).floor_()
+            noise = torch.rand(q.shape, generator=ctx.generator, dtype=q.dtype)  # CPU generator: device-independent
+            q = q.add_(noise.to(q.device)).floor_()
         else:
             q = q.round_()
         codes = q.clamp_(0, levels).to(torch.uint8 if bits <= 8 else torch.int32).reshape(x.shape)

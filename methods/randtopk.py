@@ -41,10 +41,11 @@ class RandTopK(TopK):
         # probabilities proportional to w; w = (1-alpha)/k on the top-k set, alpha/(D-k) elsewhere.
         # One log over D values (cheaper than Gumbel's two); w_rest > 0 here.
         w_top, w_rest = (1 - alpha) / k, alpha / (D - k)
-        keys = torch.rand(N, D, generator=ctx.generator).clamp_(min=1e-30).log_().mul_(1 / w_rest)
+        # Drawn on the CPU generator (the same draw on every device), then moved to the activations.
+        keys = torch.rand(N, D, generator=ctx.generator).to(flat.device).clamp_(min=1e-30).log_().mul_(1 / w_rest)
         if w_top > 0:
             top_keys = keys.gather(1, top).mul_(w_rest / w_top)
         else:  # alpha = 1: no mass on the top-k set, it is drawn only if the rest runs out
-            top_keys = torch.full((N, k), -math.inf)
+            top_keys = torch.full((N, k), -math.inf, device=flat.device)
         keys.scatter_(1, top, top_keys)
         return keys.topk(k, dim=1, sorted=False).indices

@@ -91,7 +91,7 @@ class TopK(Method):
         idx = self.select(flat, k, ctx)
         kind, _ = support_nbytes(N, D, k)
         if kind == "mask":
-            mask = torch.zeros(N, D, dtype=torch.bool).scatter_(1, idx, True)
+            mask = torch.zeros(N, D, dtype=torch.bool, device=idx.device).scatter_(1, idx, True)
             idx = mask.nonzero()[:, 1].reshape(N, k)  # ascending per row; cheaper than sorting
             field = Field.packed(mask.view(torch.uint8), 1, Category.SIDE)
         else:
@@ -119,7 +119,7 @@ class TopK(Method):
                 raise WireFormatError(f"{self.registry_name}: indices must be {N}×{k} values in [0, {D})")
             if k > 1 and bool((idx.diff(dim=1) <= 0).any()):
                 raise WireFormatError(f"{self.registry_name}: indices must be strictly increasing per sample")
-        dense = torch.zeros(N, D, dtype=rest.dtype).scatter(1, idx, rest)
+        dense = torch.zeros(N, D, dtype=rest.dtype, device=rest.device).scatter(1, idx, rest)
         return dense.reshape(N, *shape)
 
     # -- analytic size --------------------------------------------------------------------------

@@ -106,12 +106,26 @@ def run_options(f: Callable) -> Callable:
             help="torch CPU threads (1 is often fastest on a busy 2-core machine).",
         ),
         click.option("--arch", default=None, help="timm ViT name overriding the task's backbone."),
-        click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
         click.option(
             "--out",
             default=DEFAULT_OUT,
             show_default=True,
             help="Folder for <task>.jsonl records (git-ignored; the committed study lives in results/).",
+        ),
+        click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N | mps."),
+        click.option(
+            "--precision",
+            type=click.Choice(["fp32", "bf16", "fp16"]),
+            default="fp32",
+            show_default=True,
+            help="Compute precision: autocast on both halves (fp16 adds a gradient scaler per side).",
+        ),
+        click.option(
+            "--wire-dtype",
+            type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+            default="auto",
+            show_default=True,
+            help="Dtype activations and gradients cross as, where the method leaves it open (auto: the compute dtype).",
         ),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]
@@ -121,6 +135,7 @@ def run_options(f: Callable) -> Callable:
 
 
 def _config(method: str, seed: int, kw: dict[str, Any]):
+    from adcbench.train.config import parse_device
     from adcbench.train.loop import RunConfig
 
     task, task_params = _task_spec(kw["task_spec"])
@@ -145,7 +160,9 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
         init=kw["init"],
         arch=kw["arch"],
         threads=kw["threads"],
-        device=kw["device"],
+        device=str(parse_device(kw["device"])),  # checked here: before any sweep, data or model
+        precision=kw["precision"],
+        wire_dtype=kw["wire_dtype"],
         out=kw["out"],
         progress=not kw["quiet"],
     )

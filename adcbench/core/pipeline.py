@@ -85,7 +85,9 @@ def build_stage(name: str, params: Mapping[str, Any]) -> Method | LosslessStage:
 class Pipeline:
     """A parsed, validated method spec: lossy stages, a terminal stage, lossless wrappers."""
 
-    def __init__(self, stages: Iterable[Method | LosslessStage]) -> None:
+    def __init__(self, stages: Iterable[Method | LosslessStage], wire_dtype: str | None = None) -> None:
+        """`wire_dtype` (float32 | bfloat16 | float16): the dtype of the implicit float terminal, where
+        the chain ends in one that the spec leaves at its default; `wire_dtype_applied` says if it did."""
         stages = list(stages)
         if not stages:
             raise ParamError("a method needs at least one stage")
@@ -112,16 +114,19 @@ class Pipeline:
                     f"{s.spec}: its value dtype applies only when it is the last lossy stage; "
                     f"set the dtype on the stage that follows it instead"
                 )
+        self.wire_dtype_applied = False
         if not lossy[-1].terminal:  # type: ignore[union-attr]
             name, params = lossy[-1].default_terminal()  # type: ignore[union-attr]
+            if wire_dtype is not None and (name, params) == (DEFAULT_TERMINAL, {}):
+                params, self.wire_dtype_applied = {"dtype": wire_dtype}, True
             lossy.append(METHODS.get(name)(**params))
         self.stages: list[Method] = lossy  # type: ignore[assignment]
         self.lossless: list[LosslessStage] = lossless  # type: ignore[assignment]
         self.cut: Cut | None = None
 
     @classmethod
-    def from_spec(cls, spec: str) -> Pipeline:
-        return cls(build_stage(name, params) for name, params in parse_spec(spec))
+    def from_spec(cls, spec: str, wire_dtype: str | None = None) -> Pipeline:
+        return cls((build_stage(name, params) for name, params in parse_spec(spec)), wire_dtype)
 
     @property
     def spec(self) -> str:

@@ -81,13 +81,17 @@ def small_vit(
     )
 
 
-def loader_workers(most: int = 4) -> int:
-    """DataLoader workers for per-image augmentation: up to `most`, leaving one CPU to training."""
+def loader_workers(most: int | None = 4, share: int = 1) -> int:
+    """DataLoader workers for per-image decoding and augmentation: the CPUs this process may use,
+    split `share` ways (one training process per GPU), less one for the process itself, and at
+    most `most` (None: no cap). CPU training keeps the cap: there workers compete with the model
+    for the same cores. On a GPU the model does not, so the loop lifts the cap (`most=None`)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(0, min(most, cpus - 1))
+    workers = cpus // max(1, share) - 1
+    return max(0, workers if most is None else min(most, workers))
 
 
 def deit(name: str) -> Preset:

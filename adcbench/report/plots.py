@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from adcbench.report.tables import method_label
+
 BREAKDOWN = ("payload", "side", "labels", "framing")
 
 
@@ -117,7 +119,7 @@ def breakdown(records: list[dict], kept: set[tuple[str, int]], task: str, out: P
         samples = max(1, r["steps"] * r["train"]["batch_size"])
         for key in BREAKDOWN:
             n = r["bytes"]["breakdown_fwd"].get(key, 0) + r["bytes"]["breakdown_bwd"].get(key, 0)
-            rows.append({"method": r["method"], "part": key, "bytes": n / samples})
+            rows.append({"method": method_label(r), "part": key, "bytes": n / samples})
     df = pd.DataFrame(rows).groupby(["method", "part"], sort=True)["bytes"].mean().unstack("part").fillna(0)
     df = df[[k for k in BREAKDOWN if k in df.columns]]
     df = df.loc[df.sum(axis=1).sort_values(kind="stable").index]

@@ -37,6 +37,13 @@ def _learned_default(stage: Any) -> str:
     return "compressed" if learned else "raw"
 
 
+def method_label(r: dict[str, Any]) -> str:
+    """The method as the tables show it: the spec, plus the compute precision unless fp32, so a
+    bf16 run (whose `none` sends half the bytes) is never averaged with, or baselined on, fp32."""
+    precision = (r.get("train") or {}).get("precision", "fp32")
+    return r["method"] if precision == "fp32" else f"{r['method']} @{precision}"
+
+
 def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per completed run; a re-run of the same configuration and seed replaces the older."""
     rows = []
@@ -49,7 +56,7 @@ def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 "task": r["task"],
-                "method": r["method"],
+                "method": method_label(r),
                 "config_hash": r["config_hash"],
                 "seed": r["seed"],
                 "acc": final.get("acc"),
@@ -155,7 +162,7 @@ def history_table(records: list[dict[str, Any]], runs: pd.DataFrame) -> pd.DataF
             rows.append(
                 {
                     "task": r["task"],
-                    "method": r["method"],
+                    "method": method_label(r),
                     "config_hash": r["config_hash"],
                     "seed": r["seed"],
                     "step": h["step"],

@@ -8,10 +8,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from adcbench.data.task import Task
-from adcbench.errors import ParamError
+from adcbench.errors import AdcbenchError, ParamError
 
 EVAL_POLICIES = ("raw", "compressed", "both")
+# Compute precision -> the dtype autocast computes in (fp32: no autocast).
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# What the activations and gradients cross the wire as, where the method leaves it open (its chain
+# ends in the implicit float terminal). auto: the precision's compute dtype.
+WIRE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 @dataclasses.dataclass
@@ -37,7 +45,9 @@ class RunConfig:
     init: str | None = None  # None: the task's default (scratch, or pretrained for paper presets)
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     arch: str | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on both halves; fp16 adds a GradScaler per side)
+    wire_dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (see WIRE_DTYPES)
     # History evaluations on a fixed seeded subset of this many eval samples (smoke runs); the
     # final evaluation uses the full split unless final_eval="subset".
     eval_samples: int | None = None
@@ -59,6 +69,35 @@ def check_out(out: str | None) -> None:
         raise ParamError(f"--out {out}: cannot write records there ({exc.strerror or type(exc).__name__})") from None
 
 
+def parse_device(name: str) -> torch.device:
+    """`cpu`, `cuda`, `cuda:N` or `mps`, checked against this machine (one clear line otherwise)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ParamError(f"--device {name!r} is not a device; valid: cpu, cuda, cuda:N, mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise AdcbenchError(f"--device {name}, but no CUDA device is available here; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ParamError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise AdcbenchError(f"--device {name}, but no MPS (Apple GPU) device is available here; use --device cpu")
+    elif device.type != "cpu":
+        raise ParamError(f"--device {name}: unsupported device type {device.type!r}; valid: cpu, cuda, cuda:N, mps")
+    return device
+
+
+def wire_dtype(cfg: RunConfig) -> str:
+    """The float dtype of the implicit terminal: `--wire-dtype`, or the compute dtype for `auto`."""
+    if cfg.precision not in PRECISIONS:
+        raise ParamError(f"precision {cfg.precision!r}; valid: {', '.join(PRECISIONS)}")
+    if cfg.wire_dtype not in WIRE_DTYPES:
+        raise ParamError(f"wire dtype {cfg.wire_dtype!r}; valid: {', '.join(WIRE_DTYPES)}")
+    return _DTYPE_NAMES[PRECISIONS[cfg.precision]] if cfg.wire_dtype == "auto" else cfg.wire_dtype
+
+
 def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
     """Every setting of the run, defaults filled in from the task."""
     if cfg.eval_policy not in EVAL_POLICIES:
@@ -78,6 +117,8 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
     }
     if cfg.eval_samples is not None:  # only then: records of full evaluations keep their config hash
         r.update(eval_samples=cfg.eval_samples, final_eval=cfg.final_eval)
+    if cfg.precision != "fp32":  # fp32 stays out of the identity, so older fp32 records keep their hash
+        r["precision"] = cfg.precision
     for key, low in (("batch_size", 2), ("split", 1), ("eval_every", 0)):
         if r[key] < low:
             raise ParamError(f"{key}={r[key]} is out of range; valid: integer >= {low}")

@@ -16,17 +16,17 @@ from adcbench.model.warmstart import describe_recipe
 EVAL_SUBSET_SEED = 0  # fixed: every run and seed evaluates its history on the same subset
 
 
-def eval_loaders(data: Dataset, settings: dict[str, Any], num_workers: int) -> dict[str, DataLoader]:
+def eval_loaders(data: Dataset, settings: dict[str, Any], num_workers: int = 0, **opts: Any) -> dict[str, DataLoader]:
     """ "history": a fixed seeded subset of `eval_samples` (all samples when unset or larger);
     "final": the full split, or the same subset when `final_eval="subset"`."""
     bs = max(settings["batch_size"], 256)
-    full = DataLoader(data, batch_size=bs, shuffle=False, num_workers=num_workers)
+    full = DataLoader(data, batch_size=bs, shuffle=False, num_workers=num_workers, **opts)
     n = settings.get("eval_samples")
     if n is None or n >= len(data):  # type: ignore[arg-type]
         return {"history": full, "final": full}
     gen = torch.Generator().manual_seed(EVAL_SUBSET_SEED)
     idx = sorted(torch.randperm(len(data), generator=gen)[:n].tolist())  # type: ignore[arg-type]
-    subset = DataLoader(Subset(data, idx), batch_size=bs, shuffle=False, num_workers=num_workers)
+    subset = DataLoader(Subset(data, idx), batch_size=bs, shuffle=False, num_workers=num_workers, **opts)
     return {"history": subset, "final": subset if settings.get("final_eval") == "subset" else full}
 
 

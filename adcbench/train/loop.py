@@ -23,11 +23,20 @@ from torch.utils.data import DataLoader
 from adcbench.core.method import Cut
 from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import SCHEMA, append_record, config_hash, provenance
+from adcbench.data.imagetask import loader_workers
 from adcbench.data.task import Task, get_task
 from adcbench.errors import AdcbenchError, ParamError
 from adcbench.model.backbones import build_backbone, check_init, probe_cut
 from adcbench.model.split import cut_shape, split_vit
-from adcbench.train.config import EVAL_POLICIES, RunConfig, check_out, resolve
+from adcbench.train.config import (
+    EVAL_POLICIES,
+    PRECISIONS,
+    RunConfig,
+    check_out,
+    parse_device,
+    resolve,
+    wire_dtype,
+)
 from adcbench.train.evaluation import eval_loaders as _eval_loaders
 from adcbench.train.evaluation import eval_progress, say_warmstart
 from adcbench.train.roles import Client, Server
@@ -72,10 +81,35 @@ class Parties:
 
 
 def _device(cfg: RunConfig) -> torch.device:
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AdcbenchError("--device cuda, but no CUDA device is available here; use --device cpu")
-    return device
+    return parse_device(cfg.device)
+
+
+def _pipelines(cfg: RunConfig) -> tuple[Pipeline, Pipeline]:
+    """The method's pipeline and the raw (`none`) one, both ending in the run's wire dtype where
+    the method leaves the terminal open; an explicit --wire-dtype the method cannot take is an error."""
+    dtype = wire_dtype(cfg)
+    pipeline = Pipeline.from_spec(cfg.method, dtype)
+    if cfg.wire_dtype != "auto" and not pipeline.wire_dtype_applied:
+        raise ParamError(
+            f"--wire-dtype {cfg.wire_dtype}: {cfg.method} sets its own wire encoding (its last stage is "
+            f"{pipeline.stages[-1].spec}); drop --wire-dtype or end the method in float:dtype=..."
+        )
+    return pipeline, Pipeline.from_spec("none", dtype)
+
+
+def _loader_options(task: Task, device: torch.device) -> dict[str, Any]:
+    """Workers as the task sets them -- on CUDA, for tasks that decode in workers at all, every CPU
+    of this process's share of the machine (no cap: the GPU computes, the CPUs only feed it) --
+    pinned host memory on CUDA (for non-blocking copies), workers kept alive across epochs and
+    evaluations, each prefetching a few batches ahead."""
+    cuda = device.type == "cuda"
+    workers = task.num_workers
+    if cuda and workers > 0:
+        workers = loader_workers(most=None, share=torch.cuda.device_count())
+    opts: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda}
+    if workers > 0:
+        opts.update(persistent_workers=True, prefetch_factor=4)
+    return opts
 
 
 def prepare(cfg: RunConfig) -> tuple[Task, Pipeline, dict[str, Any], Cut, torch.device]:
@@ -83,7 +117,7 @@ def prepare(cfg: RunConfig) -> tuple[Task, Pipeline, dict[str, Any], Cut, torch.
     device, the record folder, the split against the backbone's depth (on a weightless skeleton),
     and the method against the cut's shapes (so `xi=` resolves to its native setting here)."""
     task = get_task(cfg.task)(data=cfg.data, **cfg.task_params)
-    pipeline = Pipeline.from_spec(cfg.method)
+    pipeline, _ = _pipelines(cfg)
     settings = resolve(cfg, task)
     device = _device(cfg)
     if cfg.threads is not None and cfg.threads < 1:
@@ -115,11 +149,11 @@ def build_parties(cfg: RunConfig) -> Parties:
         shuffle=True,
         drop_last=True,
         generator=torch.Generator().manual_seed(cfg.seed),
-        num_workers=task.num_workers,
+        **_loader_options(task, device),
     )
     if len(train_loader) == 0:
         raise ParamError(f"batch_size={bs} exceeds the {len(splits.train)} training samples")
-    eval_loaders = _eval_loaders(splits.eval, settings, task.num_workers)
+    eval_loaders = _eval_loaders(splits.eval, settings, **_loader_options(task, device))
 
     vit, init_info = build_backbone(task, init, cfg.arch)
     if init_info.get("init") == "warmstart":
@@ -139,16 +173,17 @@ def build_parties(cfg: RunConfig) -> Parties:
     for side in ("client", "server"):
         for m in pipeline.modules(side):
             m.to(device)
-    raw_pipeline = Pipeline.from_spec("none")
+    raw_pipeline = Pipeline.from_spec("none", wire_dtype(cfg))
     raw_pipeline.setup(cut)
+    dtype = PRECISIONS[cfg.precision]
     return Parties(
         task,
         settings,
         pipeline,
         raw_pipeline,
         cut,
-        Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device),
-        Server(server_net, pipeline, cut, settings["lr"], cfg.seed, device),
+        Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device, dtype),
+        Server(server_net, pipeline, cut, settings["lr"], cfg.seed, device, dtype),
         train_loader,
         eval_loaders,
         splits.eval_name,
@@ -177,6 +212,7 @@ def new_record(cfg: RunConfig, p: Parties) -> dict[str, Any]:
         "data_info": p.task.data_info(),
         "analytic_bytes_per_step": dict(zip(("fwd", "bwd"), p.pipeline.analytic_bytes(p.settings["batch_size"]))),
         "provenance": provenance(cfg.device),
+        "precision": {"compute": cfg.precision, "wire_dtype": wire_dtype(cfg), "sent_fwd": [], "sent_bwd": []},
         "status": "running",
         "history": [],
     }
@@ -359,6 +395,8 @@ def finish_record(
 ) -> None:
     """Summaries (final accuracy, bytes per direction and per sample, wall time); append the record."""
     samples = step * record["train"]["batch_size"]
+    # What the payload really crossed as (from the last training messages), beside what was asked for.
+    record["precision"].update(sent_fwd=history.p.client.sent, sent_bwd=history.p.server.sent)
     final = record["history"][-1] if record["history"] else {}
     record.update(
         {

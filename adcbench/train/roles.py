@@ -1,8 +1,17 @@
 """The two parties of split learning. They share nothing but bytes: the client turns a batch into
 a forward message and applies the gradient message it gets back; the server turns a forward
-message into a loss, an update of its own parameters and a gradient message."""
+message into a loss, an update of its own parameters and a gradient message.
+
+Mixed precision (`Amp`): each side runs its network half under autocast; the compression stages
+see float32 (their arithmetic does not change with the precision) and the terminal stage casts to
+the wire dtype. With fp16 each side scales its own loss or incoming gradient with its own
+GradScaler; the server unscales the gradient before it is sent, so the wire carries the true dL/dz
+and a step that overflowed (inf) is skipped by both scalers alike."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +20,7 @@ from adcbench.core.method import Context, Cut, label_dtype
 from adcbench.core.pipeline import Pipeline
 from adcbench.errors import TrainingDivergedError, WireFormatError
 from adcbench.model.split import ClientNet, ServerNet
-from adcbench.wire import Category, Field, Message
+from adcbench.wire import Category, Field, Kind, Message
 
 
 def _params(net: torch.nn.Module, pipeline: Pipeline, side: str) -> list[torch.nn.Parameter]:
@@ -21,15 +30,53 @@ def _params(net: torch.nn.Module, pipeline: Pipeline, side: str) -> list[torch.n
 def _to(msg: Message, device: torch.device) -> Message:
     for f in msg.fields.values():
         if isinstance(f.value, torch.Tensor):
-            f.value = f.value.to(device)
+            f.value = f.value.to(device, non_blocking=True)
     return msg
+
+
+def payload_dtypes(msg: Message) -> list[str]:
+    """What the payload fields of a message were sent as (`float16`, `packed4`, ...), for the record."""
+    out = set()
+    for f in msg.fields.values():
+        if f.category == Category.PAYLOAD and isinstance(f.value, torch.Tensor):
+            out.add(f"packed{f.bits}" if f.kind == Kind.PACKED else str(f.value.dtype).removeprefix("torch."))
+    return sorted(out)
+
+
+class Amp:
+    """One side's precision: autocast in `dtype` (None: float32, no autocast) and, for float16, a
+    GradScaler; the scaler is a disabled pass-through otherwise, so callers need no branches."""
+
+    def __init__(self, dtype: torch.dtype | None, device: torch.device) -> None:
+        self.dtype = None if dtype == torch.float32 else dtype
+        self.device_type = device.type
+        fp16 = self.dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(device.type if fp16 else "cpu", enabled=fp16)
+
+    def autocast(self) -> Any:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def step(self, opt: torch.optim.Optimizer) -> None:
+        self.scaler.step(opt)
+        self.scaler.update()
 
 
 class Client:
     def __init__(
-        self, net: ClientNet, pipeline: Pipeline, cut: Cut, lr: float, seed: int, device: torch.device
+        self,
+        net: ClientNet,
+        pipeline: Pipeline,
+        cut: Cut,
+        lr: float,
+        seed: int,
+        device: torch.device,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.net, self.pipeline, self.cut, self.device = net, pipeline, cut, device
+        self.amp = Amp(dtype, device)
+        self.sent: list[str] = []  # payload dtypes of the last training message
         self.opt = torch.optim.Adam(_params(net, pipeline, "client"), lr=lr)
         self.generator = torch.Generator().manual_seed(seed)  # method randomness (K-means init, ...)
         self._carrier: torch.Tensor | None = None
@@ -39,11 +86,17 @@ class Client:
     def forward(self, x: torch.Tensor, y: torch.Tensor, step: int) -> bytes:
         self.net.train()
         self.pipeline.train(True)
-        h, attention = self.net(x.to(self.device))
+        h, attention = self._net(x)
         ctx = Context(True, self.cut, step, self.generator, labels=y.to(self.device), attention=attention)
         msg, self._carrier = self.pipeline.encode_forward(h, ctx)
-        self._ctx, self.stats = ctx, ctx.stats
+        self._ctx, self.stats, self.sent = ctx, ctx.stats, payload_dtypes(msg)
         return self.pipeline.pack(msg)
+
+    def _net(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The client half under autocast; what the stages get is float32 (see the module doc)."""
+        with self.amp.autocast():
+            h, attention = self.net(x.to(self.device, non_blocking=True))
+        return h.float(), None if attention is None else attention.float()
 
     def backward(self, data: bytes) -> None:
         assert self._carrier is not None and self._ctx is not None, "backward before forward"
@@ -53,8 +106,8 @@ class Client:
                 f"gradient of shape {tuple(grad.shape)} for a tensor of shape {tuple(self._carrier.shape)}"
             )
         self.opt.zero_grad(set_to_none=True)
-        self._carrier.backward(grad.to(self._carrier.dtype))
-        self.opt.step()
+        self._carrier.backward(self.amp.scaler.scale(grad.to(self._carrier.dtype)))
+        self.amp.step(self.opt)
         self._carrier = self._ctx = None
 
     @torch.no_grad()
@@ -62,7 +115,7 @@ class Client:
         """Evaluation message: no labels (the client keeps them and scores the predictions)."""
         self.net.eval()
         pipeline.train(False)
-        h, attention = self.net(x.to(self.device))
+        h, attention = self._net(x)
         ctx = Context(False, self.cut, 0, self.generator, attention=attention)
         msg, _ = pipeline.encode_forward(h, ctx)
         return pipeline.pack(msg)
@@ -70,10 +123,19 @@ class Client:
 
 class Server:
     def __init__(
-        self, net: ServerNet, pipeline: Pipeline, cut: Cut, lr: float, seed: int, device: torch.device
+        self,
+        net: ServerNet,
+        pipeline: Pipeline,
+        cut: Cut,
+        lr: float,
+        seed: int,
+        device: torch.device,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.net, self.pipeline, self.cut, self.device = net, pipeline, cut, device
         self.lr = lr
+        self.amp = Amp(dtype, device)
+        self.sent: list[str] = []  # payload dtypes of the last gradient message
         self.opt = torch.optim.Adam(_params(net, pipeline, "server"), lr=lr)
         self.generator = torch.Generator().manual_seed(seed + 1)
 
@@ -85,7 +147,8 @@ class Server:
         server_in, leaf, targets = self.pipeline.decode_forward(_to(self.pipeline.unpack(data), self.device), ctx)
         if targets is None:
             raise WireFormatError("training message carries no labels")
-        logits = self.net(server_in)
+        with self.amp.autocast():
+            logits = self.net(server_in).float()
         if targets.shape[0] != logits.shape[0]:
             raise WireFormatError(f"{targets.shape[0]} targets for {logits.shape[0]} samples")
         loss = F.cross_entropy(logits, targets)  # soft targets (ADC) use the probability form
@@ -95,10 +158,13 @@ class Server:
                 f"try a lower --lr (this run used {self.lr:g}) or a milder method setting"
             )
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.amp.scaler.scale(loss).backward()
         assert leaf.grad is not None
-        return self.pipeline.pack(self.pipeline.encode_backward(leaf.grad, ctx)), loss.item()
+        grad = leaf.grad / self.amp.scaler.get_scale() if self.amp.scaler.is_enabled() else leaf.grad
+        self.amp.step(self.opt)  # after the unscaling above: update() changes the scale
+        msg = self.pipeline.encode_backward(grad, ctx)
+        self.sent = payload_dtypes(msg)
+        return self.pipeline.pack(msg), loss.item()
 
     @torch.no_grad()
     def predict(self, data: bytes, pipeline: Pipeline) -> bytes:
@@ -107,7 +173,8 @@ class Server:
         pipeline.train(False)
         ctx = Context(False, self.cut, 0, self.generator)
         server_in, _, _ = pipeline.decode_forward(_to(pipeline.unpack(data), self.device), ctx)
-        pred = self.net(server_in).argmax(dim=1)
+        with self.amp.autocast():
+            pred = self.net(server_in).argmax(dim=1)
         return Message(
             {"pred": Field.tensor(pred.to(label_dtype(self.cut.num_classes)).cpu(), Category.LABELS)}
         ).encode()
