@@ -38,6 +38,11 @@ class RunConfig:
     device: str = "cpu"
     out: str | None = "results"
     progress: bool = True
+    # Resumable runs (adcbench.train.checkpoint): a folder turns checkpointing on; a checkpoint is
+    # written every `checkpoint_every` steps (0: only at evaluations) and at every evaluation.
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    keep_checkpoints: bool = False
 
 
 def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
