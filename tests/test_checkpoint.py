@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from adcbench.sweep.grid import make_run
 from adcbench.sweep.state import statuses
-from adcbench.train.checkpoint import BatchStream, resumable_loader
+from adcbench.train.checkpoint import BatchStream, read_sidecar, resumable_loader
 from adcbench.train.config import RunConfig
 from adcbench.train.loop import run
 
@@ -85,3 +85,35 @@ def test_sigkill_at_a_random_step_then_restart_gives_the_uninterrupted_record(tm
     assert not list((tmp_path / "ckpt").iterdir())  # removed once the record is written
     uninterrupted = run(RunConfig(**CFG, out=str(tmp_path / "straight")))
     assert _comparable(resumed) == _comparable(uninterrupted), f"killed at step {kill_at}"
+
+
+def test_pretraining_killed_midway_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from _taskdata import Tiny, layout, write_folder
+    from safetensors.torch import load_file
+
+    import adcbench.train.pretrain as pt
+
+    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "ds", layout(n_train=6, n_test=2))
+    kw = dict(epochs=3, lr=1e-3, seed=0, progress=False, checkpoint_every=2)  # 4 steps an epoch
+
+    first = pt.pretrain(Tiny(data=str(root)), **kw)
+    straight = load_file(str(first))
+    first.unlink(), first.with_suffix(".json").unlink()  # as if it had never finished
+    real_save = pt._save
+
+    def crash_after_step_7(resume, steps, *a):
+        real_save(resume, steps, *a)
+        if steps == 7:  # mid second epoch, one step after the checkpoint at step 6
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pt, "_save", crash_after_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        pt.pretrain(Tiny(data=str(root)), **kw)
+    assert read_sidecar(first.with_name(f"{first.stem}.resume.json"))["step"] == 6
+    monkeypatch.setattr(pt, "_save", real_save)
+    path = pt.pretrain(Tiny(data=str(root)), **kw)
+    assert not list(path.parent.glob("*.resume.*"))  # removed once the weights are written
+    resumed = load_file(str(path))
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert __import__("json").loads(path.with_suffix(".json").read_text())["steps"] == 12
