@@ -194,3 +194,46 @@ def test_missing_launcher_extra_says_which_to_install(monkeypatch):
     for name, extra in (("ray", ".[ray]"), ("slurm", ".[slurm]")):
         r = _sweep("--method", "none", "--launcher", name, "--max-steps", "1")
         assert r.exit_code == 2 and extra in r.stderr, r.output
+
+
+def _two_by_two(tmp_path) -> list[Run]:
+    base = RunConfig(out=str(tmp_path / "res"), **{**TINY, "max_steps": 1, "eval_every": 1})
+    runs = [make_run(dataclasses.replace(base, method=m, seed=s), "t") for m in ("none", "quant:bits=4") for s in (0, 1)]
+    return prepare(runs, 1, False)
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_a_2x2_grid_on_a_local_ray(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from adcbench.sweep.launch import Ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    summary = run_sweep(_two_by_two(tmp_path), Ray(cpus=1), print, progress=False)
+    assert (summary.done, summary.failed) == (4, [])
+    recs = read_records(tmp_path / "res" / "digits.jsonl")  # appended by the driver
+    assert sorted((r["method"], r["seed"]) for r in recs) == [("none", 0), ("none", 1), ("quant:bits=4", 0), ("quant:bits=4", 1)]
+
+
+@pytest.mark.slow
+def test_slurm_launcher_runs_on_submitits_local_executor(tmp_path):
+    pytest.importorskip("submitit")
+    from adcbench.sweep.launch import Slurm
+
+    runs = _two_by_two(tmp_path)[::2]  # 2 runs: each local job is a fresh Python process
+    summary = run_sweep(runs, Slurm(str(tmp_path / "slurm"), time_min=10, cluster="local"), print, progress=False)
+    assert (summary.done, summary.failed) == (2, [])
+    assert len(read_records(tmp_path / "res" / "digits.jsonl")) == 2  # written by the jobs themselves
+    again = run_sweep(runs, Slurm(str(tmp_path / "slurm"), cluster="local"), print, progress=False)
+    assert (again.done, again.skipped) == (0, 2)
+
+
+@pytest.mark.slow
+def test_jobs_run_at_once_with_the_cores_split_between_them(tmp_path, monkeypatch):
+    import adcbench.sweep.launch as launch
+
+    monkeypatch.setattr(launch, "cores", lambda: 4)
+    runs = [dataclasses.replace(r, cfg=dataclasses.replace(r.cfg, threads=None)) for r in _two_by_two(tmp_path)[:2]]
+    summary = run_sweep(runs, Local(jobs=2), print, progress=False)
+    assert (summary.done, summary.failed) == (2, [])
+    recs = read_records(tmp_path / "res" / "digits.jsonl")
+    assert [r["provenance"]["torch_threads"] for r in recs] == [2, 2]  # cores // jobs

@@ -83,7 +83,8 @@ def run_sweep(
         return not fail_fast
 
     try:
-        launcher.launch(todo, on_done)
+        if todo:
+            launcher.launch(todo, on_done)
     finally:
         bar.close()
     echo(summary.line() + f" in {time.perf_counter() - t0:.0f} s")
