@@ -198,7 +198,9 @@ def test_missing_launcher_extra_says_which_to_install(monkeypatch):
 
 def _two_by_two(tmp_path) -> list[Run]:
     base = RunConfig(out=str(tmp_path / "res"), **{**TINY, "max_steps": 1, "eval_every": 1})
-    runs = [make_run(dataclasses.replace(base, method=m, seed=s), "t") for m in ("none", "quant:bits=4") for s in (0, 1)]
+    runs = [
+        make_run(dataclasses.replace(base, method=m, seed=s), "t") for m in ("none", "quant:bits=4") for s in (0, 1)
+    ]
     return prepare(runs, 1, False)
 
 
@@ -211,7 +213,12 @@ def test_ray_launcher_runs_a_2x2_grid_on_a_local_ray(tmp_path, monkeypatch):
     summary = run_sweep(_two_by_two(tmp_path), Ray(cpus=1), print, progress=False)
     assert (summary.done, summary.failed) == (4, [])
     recs = read_records(tmp_path / "res" / "digits.jsonl")  # appended by the driver
-    assert sorted((r["method"], r["seed"]) for r in recs) == [("none", 0), ("none", 1), ("quant:bits=4", 0), ("quant:bits=4", 1)]
+    assert sorted((r["method"], r["seed"]) for r in recs) == [
+        ("none", 0),
+        ("none", 1),
+        ("quant:bits=4", 0),
+        ("quant:bits=4", 1),
+    ]
 
 
 @pytest.mark.slow
@@ -237,3 +244,16 @@ def test_jobs_run_at_once_with_the_cores_split_between_them(tmp_path, monkeypatc
     assert (summary.done, summary.failed) == (2, [])
     recs = read_records(tmp_path / "res" / "digits.jsonl")
     assert [r["provenance"]["torch_threads"] for r in recs] == [2, 2]  # cores // jobs
+
+
+def test_the_committed_digits_grid_recognises_the_committed_records_as_done():
+    """sweeps/digits.yaml is the grid behind results/digits.jsonl: with the identity resolved from
+    every option, each committed record is still its run (a second regeneration runs nothing)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    runs = load_sweep(root / "sweeps" / "digits.yaml", RunConfig(out=str(root / "results")), {})
+    assert len(runs) == 57
+    assert {s.state for s in statuses(runs)} == {"done"}
+    smoke = load_sweep(root / "sweeps" / "digits-smoke.yaml", RunConfig(), {})
+    assert len(smoke) == 8

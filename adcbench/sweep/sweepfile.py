@@ -55,6 +55,7 @@ class _File:
         except OSError as exc:
             raise SweepError(f"{path}: cannot read the sweep file ({exc.strerror})") from None
         loader = yaml.SafeLoader(text)
+        self.data: Any = None
         try:
             node = loader.get_single_node()
             self.data = loader.construct_document(node) if node is not None else None
@@ -72,7 +73,7 @@ class _File:
         self.lines.setdefault(key, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                self.lines[(*key, k.value)] = k.start_mark.line + 1
+                self.lines[key + (k.value,)] = k.start_mark.line + 1
                 self._walk(v, (*key, k.value))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
