@@ -257,3 +257,17 @@ def test_the_committed_digits_grid_recognises_the_committed_records_as_done():
     assert {s.state for s in statuses(runs)} == {"done"}
     smoke = load_sweep(root / "sweeps" / "digits-smoke.yaml", RunConfig(), {})
     assert len(smoke) == 8
+
+
+def test_the_shard_examples_slice_the_grid_with_their_own_index():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    job = yaml.safe_load((root / "k8s-indexed-job.yaml").read_text())
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    n = re.search(r'--shard "\$\{JOB_COMPLETION_INDEX\}/(\d+)"', args)
+    assert n and int(n.group(1)) == job["spec"]["completions"] and job["spec"]["completionMode"] == "Indexed"
+    assert '--shard "$i/$n"' in (root / "slurm-array.sh").read_text()
