@@ -18,7 +18,9 @@ from adcbench.train.config import RunConfig, resolve
 from adcbench.train.identity import plan_run_id
 
 # RunConfig fields a sweep never takes as an option: the grid's own axes, and the sweep's plumbing.
-NOT_OPTIONS = frozenset({"method", "task", "task_params", "seed", "progress", "checkpoint_dir", "keep_checkpoints"})
+NOT_OPTIONS = frozenset(
+    {"method", "task", "task_params", "seed", "progress", "checkpoint_dir", "checkpoint_every", "keep_checkpoints"}
+)
 SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 CHOICES = {"device": ("cpu", "cuda")}
 
@@ -116,7 +118,8 @@ def option_value(name: str, value: Any) -> tuple[str, Any]:
 
 
 def check_ranges(fields: dict[str, Any]) -> None:
-    """Ranges and choices that do not depend on the task (checked against the base defaults)."""
+    """Ranges and choices that do not depend on the task: `resolve` against the Task base class,
+    whose class attributes are the generic defaults (the run's own task checks the rest later)."""
     resolve(dataclasses.replace(RunConfig(), **fields), Task)  # type: ignore[arg-type]
 
 
