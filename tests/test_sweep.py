@@ -152,6 +152,37 @@ def test_second_sweep_runs_nothing_and_a_changed_option_is_a_new_run(tmp_path):
     assert not list((tmp_path / "checkpoints").iterdir())  # removed on completion
     changed = [make_run(dataclasses.replace(r.cfg, lr=0.01), "t") for r in runs]
     assert [s.state for s in statuses(changed)] == ["todo", "todo"]
+    forced = run_sweep(runs[:1], Local(), lambda s: None, progress=False, rerun=True)
+    assert (forced.done, forced.skipped) == (1, 0) and len(read_records(tmp_path / "digits.jsonl")) == 3
+
+
+def test_status_reads_records_by_their_recomputed_identity(tmp_path):
+    from adcbench.train.checkpoint import write_sidecar
+
+    run = make_run(RunConfig(method="adc:xi=0.5", seed=2, out=str(tmp_path)), "t")
+    ident = plan_identity(run.cfg)
+    path = tmp_path / "digits.jsonl"
+    assert [str(s) for s in statuses([run])] == ["todo"]
+    # a record from before a field joined the identity: no stored hash of this kind, extra model keys
+    append_record(
+        path,
+        {
+            **ident,
+            "model": {**ident["model"], "depth": 6},
+            "seed": 2,
+            "config_hash": "old",
+            "status": "failed",
+            "error": "E: x",
+        },
+    )
+    assert [(s.state, s.error) for s in statuses([run])] == [("failed", "E: x")]
+    (tmp_path / "checkpoints").mkdir()
+    write_sidecar(tmp_path / "checkpoints" / f"{run.run_id}.json", {"run": run.run_id, "step": 40})
+    assert [str(s) for s in statuses(prepare([run], 1, False))] == ["partial at step 40"]
+    append_record(path, {**ident, "seed": 3, "status": "completed"})  # another seed
+    assert statuses([run])[0].state == "partial"
+    append_record(path, {**ident, "seed": 2, "status": "completed"})
+    assert statuses([run])[0].state == "done"
 
 
 def test_a_failing_run_is_reported_and_does_not_stop_the_sweep(tmp_path, monkeypatch):
