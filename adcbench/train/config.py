@@ -54,6 +54,11 @@ class RunConfig:
     final_eval: str = "full"
     out: str | None = "runs"  # ad-hoc runs: git-ignored, never the committed results/
     progress: bool = True
+    # Resumable runs (adcbench.train.checkpoint): a folder turns checkpointing on; a checkpoint is
+    # written every `checkpoint_every` steps (0: only at evaluations) and at every evaluation.
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    keep_checkpoints: bool = False
 
 
 def check_out(out: str | None) -> None:

@@ -9,10 +9,8 @@ gradient bytes -> client) until a `StopRule` says stop, `evaluate` every `eval_e
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +22,11 @@ from adcbench.core.method import Cut
 from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import SCHEMA, append_record, config_hash, provenance
 from adcbench.data.imagetask import loader_workers
-from adcbench.data.task import Task, get_task
+from adcbench.data.task import Task
 from adcbench.errors import AdcbenchError, ParamError
 from adcbench.model.backbones import build_backbone, check_init, probe_cut
 from adcbench.model.split import cut_shape, split_vit
+from adcbench.train.checkpoint import BatchStream, RunCheckpoint, resumable_loader
 from adcbench.train.config import (
     EVAL_POLICIES,
     PRECISIONS,
@@ -39,6 +38,7 @@ from adcbench.train.config import (
 )
 from adcbench.train.evaluation import eval_loaders as _eval_loaders
 from adcbench.train.evaluation import eval_progress, say_warmstart
+from adcbench.train.identity import build_task, identity, run_id
 from adcbench.train.roles import Client, Server
 from adcbench.transport import Loopback, Meter, Transport
 from adcbench.wire import Message
@@ -116,7 +116,7 @@ def prepare(cfg: RunConfig) -> tuple[Task, Pipeline, dict[str, Any], Cut, torch.
     """Every option checked before any data or weights load: names and parameters, settings,
     device, the record folder, the split against the backbone's depth (on a weightless skeleton),
     and the method against the cut's shapes (so `xi=` resolves to its native setting here)."""
-    task = get_task(cfg.task)(data=cfg.data, **cfg.task_params)
+    task = build_task(cfg)
     pipeline, _ = _pipelines(cfg)
     settings = resolve(cfg, task)
     device = _device(cfg)
@@ -143,14 +143,8 @@ def build_parties(cfg: RunConfig) -> Parties:
 
     splits = task.splits(val_fraction=settings["val_fraction"])
     bs = settings["batch_size"]
-    train_loader = DataLoader(
-        splits.train,
-        batch_size=bs,
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        **_loader_options(task, device),
-    )
+    # shuffled, resumable mid-epoch; workers and pinning as the device wants them
+    train_loader = resumable_loader(splits.train, bs, cfg.seed, **_loader_options(task, device))
     if len(train_loader) == 0:
         raise ParamError(f"batch_size={bs} exceeds the {len(splits.train)} training samples")
     eval_loaders = _eval_loaders(splits.eval, settings, **_loader_options(task, device))
@@ -193,20 +187,13 @@ def build_parties(cfg: RunConfig) -> Parties:
 
 def new_record(cfg: RunConfig, p: Parties) -> dict[str, Any]:
     """The record's identity (what `config_hash` covers), provenance and accounting constants."""
-    identity = {
-        "method": p.pipeline.spec,
-        "stages": p.pipeline.resolved(),
-        "task": cfg.task,
-        "task_params": p.task.config,
-        "data": cfg.data,
-        "model": p.model_info,
-        "train": p.settings,
-    }
+    ident = identity(cfg, p.task, p.pipeline, p.settings)
     record: dict[str, Any] = {
         "schema": SCHEMA,
-        **identity,
+        **ident,
+        "model": {**p.model_info, **ident["model"]},  # depth, params, warm-start recipe: derived, not hashed
         "seed": cfg.seed,
-        "config_hash": config_hash(identity),
+        "config_hash": config_hash(ident),
         "cut": dataclasses.asdict(p.cut),
         "eval_split": p.eval_name,
         "data_info": p.task.data_info(),
@@ -290,12 +277,6 @@ class StopRule:
         return total
 
 
-def _batches(loader: DataLoader, epochs: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batch stream: `epochs` passes, or without end when a budget or max_steps stops the run."""
-    for _ in range(epochs) if epochs else itertools.count():
-        yield from loader
-
-
 class _History:
     """Running means of loss and method stats between evaluations, and the history entries."""
 
@@ -359,10 +340,19 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
     stop, history = StopRule(p.settings, record), _History(p, record, transport, cfg.progress)
     steps_per_epoch = len(p.train_loader)
     eval_every = p.settings["eval_every"] or steps_per_epoch
+    # `epochs` passes, or without end when a budget or max_steps stops the run; resumable.
+    batches = BatchStream(p.train_loader, p.settings["epochs"])
+    ckpt = RunCheckpoint(
+        cfg.checkpoint_dir, run_id(record["config_hash"], cfg.seed), cfg.checkpoint_every, cfg.keep_checkpoints
+    )
+    step = ckpt.resume(p, transport.meter, history, batches)
+    if step:
+        record["provenance"]["resumed_from_step"] = step
     bar = _progress(cfg.progress, stop.total_steps(p.settings, steps_per_epoch), f"{cfg.task} {p.pipeline.spec}")
-    step, stopped_by = 0, "epochs"
+    bar.update(step)
+    stopped_by = "epochs"
     try:
-        for x, y in _batches(p.train_loader, p.settings["epochs"]):
+        for x, y in batches:
             reason = stop.reason(step, transport.meter)
             if reason:
                 stopped_by = reason
@@ -370,8 +360,9 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
             loss = train_step(p, transport, x, y, step)
             step += 1
             history.add(loss, p.client.stats)
-            if step % eval_every == 0:
+            if evaluated := step % eval_every == 0:
                 history.evaluate(step)
+            ckpt.after_step(step, evaluated, p, transport.meter, history, batches)
             bar.update(1)
             bar.set_postfix(
                 loss=f"{loss:.3f}", acc=history.last_acc(), MB=f"{transport.meter.train_total / 1e6:.1f}", refresh=False
@@ -387,6 +378,7 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
     finally:
         bar.close()
         finish_record(cfg, record, transport.meter, stopped_by, step, history)
+    ckpt.finish()  # only once the completed record is on disk
     return record
 
 

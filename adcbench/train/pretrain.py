@@ -30,6 +30,7 @@ from adcbench.model.warmstart import (
     find_warmstart,
     pretrain_command,
 )
+from adcbench.train.checkpoint import BatchStream, CheckpointFile, resumable_loader, rng_state, set_rng_state
 
 __all__ = ["pretrain", "evaluate", "checkpoint_path", "default_recipe", "find_warmstart", "pretrain_command"]
 
@@ -65,11 +66,14 @@ def pretrain(
     max_steps: int | None = None,
     force: bool = False,
     progress: bool = True,
+    checkpoint_every: int = 200,
 ) -> Path:
     """Train `task`'s unsplit backbone from scratch and cache it; return the checkpoint path.
 
     An existing checkpoint with the same key is reused unless `force`. `max_steps` stops early
-    (for smoke tests); it is part of the recipe, so it never masquerades as a full warm start."""
+    (for smoke tests); it is part of the recipe, so it never masquerades as a full warm start.
+    Every `checkpoint_every` steps the state is saved next to the cache entry; a run killed and
+    started again continues from there to the same weights (0: no checkpoints)."""
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
@@ -86,38 +90,20 @@ def pretrain(
     torch.manual_seed(seed)
     model, _ = build_backbone(task, "scratch", arch)
     splits = task.splits(val_fraction, val_seed)
-    bs = min(recipe["batch_size"], len(splits.train))
-    loader = DataLoader(
-        splits.train,
-        batch_size=bs,
-        shuffle=True,
-        drop_last=True,
-        num_workers=task.num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    bs = min(recipe["batch_size"], len(splits.train))  # type: ignore[arg-type]
+    batches = BatchStream(resumable_loader(splits.train, bs, seed, task.num_workers), recipe["epochs"])
     opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
-    loss_fn = nn.CrossEntropyLoss()
-    steps, start = 0, time.time()
-    total = recipe["epochs"] * len(loader) if max_steps is None else min(max_steps, recipe["epochs"] * len(loader))
-    bar = tqdm(total=total, desc=f"pretrain {task.registry_name}", disable=not progress, unit="step")
-    for epoch in range(recipe["epochs"]):
-        model.train()
-        for x, y in loader:
-            loss = loss_fn(model(x), y)
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"pretrain {task.registry_name}: loss became {loss.item()} at step {steps}; lower --lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-            if max_steps is not None and steps >= max_steps:
-                break
-        if max_steps is not None and steps >= max_steps:
-            break
+    # Hours on a CPU: a killed pretraining resumes from its last checkpoint (unless `force`).
+    resume = CheckpointFile(path.parent, f"{path.stem}.resume")
+    if force:
+        resume.remove()
+    steps, elapsed = _resume(resume, model, opt, batches)
+    start = time.time() - elapsed
+    total = recipe["epochs"] * len(batches.loader)
+    total = total if max_steps is None else min(max_steps, total)
+    bar = tqdm(total=total, initial=steps, desc=f"pretrain {task.registry_name}", disable=not progress, unit="step")
+    save = lambda n: _save(resume, n, model, opt, batches, start, checkpoint_every)  # noqa: E731
+    steps = _train(task, model, opt, batches, bar, steps, max_steps, save)
     bar.close()
     test_acc = evaluate(model, splits.test, bs, task.num_workers)
     val_acc = evaluate(model, splits.eval, bs, task.num_workers) if splits.eval_name == "val" else None
@@ -146,7 +132,60 @@ def pretrain(
     }
     write_json_atomic(path.with_suffix(".json"), meta)
     tmp.replace(path)  # weights last: a checkpoint file always has its sidecar
+    resume.remove()
     return path
+
+
+def _train(
+    task: Task,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: BatchStream,
+    bar: Any,
+    steps: int,
+    max_steps: int | None,
+    after_step: Any,
+) -> int:
+    loss_fn = nn.CrossEntropyLoss()
+    for x, y in batches:
+        if max_steps is not None and steps >= max_steps:
+            break
+        model.train()
+        loss = loss_fn(model(x), y)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"pretrain {task.registry_name}: loss became {loss.item()} at step {steps}; lower --lr"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+        bar.update(1)
+        bar.set_postfix(epoch=batches.epoch, loss=f"{loss.item():.3f}")
+        after_step(steps)
+    return steps
+
+
+def _save(
+    resume: CheckpointFile, steps: int, model: nn.Module, opt: Any, batches: BatchStream, start: float, every: int
+) -> None:
+    if every and steps % every == 0:
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng_state(), "steps": steps}
+        resume.save({**state, "stream": batches.state(), "elapsed": time.time() - start}, {"step": steps})
+
+
+def _resume(
+    resume: CheckpointFile, model: nn.Module, opt: torch.optim.Optimizer, batches: BatchStream
+) -> tuple[int, float]:
+    """Restore a killed pretraining's model, optimizer, RNGs and data position; (steps, seconds)."""
+    state = resume.load()
+    if state is None:
+        return 0, 0.0
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    set_rng_state(state["rng"])
+    batches.restore(state["stream"])
+    return int(state["steps"]), float(state["elapsed"])
 
 
 def _data_description(task: Task) -> Any:

@@ -1,0 +1,91 @@
+"""A run's identity: its fully resolved configuration, computable before any data or model loads.
+
+The record's `config_hash` is the hash of this identity (the seed is kept apart, so the seeds of
+one configuration share a hash); `run_id` adds the seed. A sweep decides done / resume / redo by
+`run_id`, so every option that can change a result must be in the identity, and nothing that
+cannot (where records go, progress bars, thread counts, checkpoint cadence) may be.
+
+Options beyond the task-resolved training settings enter under `options` only when they differ
+from their default, so adding a new option with a default never changes existing runs' hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from adcbench.core.pipeline import Pipeline
+from adcbench.core.records import config_hash
+from adcbench.data.task import Task, get_task
+from adcbench.train.config import RunConfig, resolve
+
+# Fields that cannot change a run's result: where it writes, how it shows progress, how many CPU
+# threads it uses (a sweep's --jobs sets them), how often it checkpoints.
+NOT_IDENTITY = frozenset(
+    {"seed", "out", "progress", "threads", "checkpoint_dir", "checkpoint_every", "keep_checkpoints"}
+)
+# Fields that enter the identity in resolved form (method spec, task parameters, model, settings).
+RESOLVED = frozenset({"method", "task", "task_params", "data", "arch", "init"})
+
+
+def build_task(cfg: RunConfig) -> Task:
+    """The task object (parameters validated; no data is read)."""
+    return get_task(cfg.task)(data=cfg.data, **cfg.task_params)
+
+
+def identity(cfg: RunConfig, task: Task, pipeline: Pipeline, settings: dict[str, Any]) -> dict[str, Any]:
+    """What defines the run, every default resolved; the record carries these keys at top level."""
+    defaults = RunConfig()
+    options = {
+        f.name: getattr(cfg, f.name)
+        for f in dataclasses.fields(cfg)
+        if f.name not in NOT_IDENTITY | RESOLVED
+        and f.name not in settings
+        and getattr(cfg, f.name) != getattr(defaults, f.name)
+    }
+    ident: dict[str, Any] = {
+        "method": pipeline.spec,
+        "stages": pipeline.resolved(),
+        "task": cfg.task,
+        "task_params": task.config,
+        "data": cfg.data,
+        "model": {"arch": cfg.arch or task.arch, "init": cfg.init or task.default_init},
+        "train": settings,
+    }
+    if options:
+        ident["options"] = options
+    return ident
+
+
+def plan_identity(cfg: RunConfig) -> dict[str, Any]:
+    """The identity of `cfg` without loading anything; raises AdcbenchError on any invalid setting."""
+    task = build_task(cfg)
+    return identity(cfg, task, Pipeline.from_spec(cfg.method), resolve(cfg, task))
+
+
+def identity_of_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The identity a record was written with (records older than `options` have none)."""
+    model = record.get("model") or {}
+    ident = {k: record.get(k) for k in ("method", "stages", "task", "task_params", "data", "train")}
+    ident["model"] = {"arch": model.get("arch"), "init": model.get("init")}
+    if record.get("options"):
+        ident["options"] = record["options"]
+    return {
+        k: ident[k]
+        for k in ("method", "stages", "task", "task_params", "data", "model", "train", "options")
+        if k in ident
+    }
+
+
+def run_id(hash_: str, seed: int) -> str:
+    """One run: a configuration and a seed."""
+    return f"{hash_}-s{seed}"
+
+
+def record_run_id(record: dict[str, Any]) -> str:
+    return run_id(config_hash(identity_of_record(record)), int(record.get("seed", 0)))
+
+
+def plan_run_id(cfg: RunConfig) -> tuple[str, dict[str, Any]]:
+    ident = plan_identity(cfg)
+    return run_id(config_hash(ident), cfg.seed), ident
