@@ -144,12 +144,23 @@ def set_master(host: str, port: int) -> None:
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = host, str(port)
 
 
+def serve_once(host: str, port: int, timeout_s: float, max_message_bytes: int, wait_s: float) -> dict[str, Any]:
+    """Listen at host:port (the rendezvous store), wait up to wait_s for a client, serve its run."""
+    set_master(host, port)
+    with TcpTransport("server", timeout_s, max_message_bytes).open(wait_s) as transport:
+        return serve(transport)
+
+
+def connect(host: str, port: int, timeout_s: float, max_message_bytes: int, wait_s: float) -> TcpTransport:
+    """The client's end, joined to the server at host:port (unopened transports are not returned)."""
+    set_master(host, port)
+    return TcpTransport("client", timeout_s, max_message_bytes).open(wait_s)
+
+
 def serve_process(host: str, port: int, timeout_s: float, max_message_bytes: int, wait_s: float) -> None:
     """A server process's body: one run, errors as one line on stderr and exit code 2."""
-    set_master(host, port)
     try:
-        with TcpTransport("server", timeout_s, max_message_bytes).open(wait_s) as transport:
-            serve(transport)
+        serve_once(host, port, timeout_s, max_message_bytes, wait_s)
     except AdcbenchError as exc:
         print(f"adcbench serve: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         sys.exit(2)
@@ -173,8 +184,7 @@ def run_pair(
     code = f"from adcbench.train.remote import serve_process; serve_process({host!r}, {port}, {timeout_s!r}, {max_message_bytes}, {wait_s!r})"
     server = subprocess.Popen([sys.executable, "-c", code])
     try:
-        set_master(host, port)
-        with TcpTransport("client", timeout_s, max_message_bytes).open(wait_s) as transport:
+        with connect(host, port, timeout_s, max_message_bytes, wait_s) as transport:
             return run_client(cfg, transport)
     finally:
         try:

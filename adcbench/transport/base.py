@@ -8,7 +8,6 @@ without touching methods or the loop's logic. `Loopback` keeps both roles in one
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from typing import Any
 
 from adcbench.errors import AdcbenchError

@@ -91,7 +91,9 @@ class TcpTransport(Transport):
                 timeout=datetime.timedelta(seconds=wait),
             )
         except Exception as exc:  # store or gloo errors: name the cause on one line
-            raise TransportError(f"no {self.peer_role} joined at {self.master} within {wait:g} s ({_gloo_reason(exc)})") from None
+            raise TransportError(
+                f"no {self.peer_role} joined at {self.master} within {wait:g} s ({_gloo_reason(exc)})"
+            ) from None
         self._open = True
         return self
 
@@ -208,7 +210,9 @@ class TcpTransport(Transport):
 
     def _unexpected_control(self, data: bytes, direction: str) -> None:
         obj = self.parse_control(data)  # raises for the peer's error report
-        raise WireFormatError(f"expected a {direction} message from the {self.peer_role}, got control {obj.get('op')!r}")
+        raise WireFormatError(
+            f"expected a {direction} message from the {self.peer_role}, got control {obj.get('op')!r}"
+        )
 
     def report_error(self, message: str) -> None:
         """Tell the peer why this side stops (best effort: it may be the one that is gone)."""
