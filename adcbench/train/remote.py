@@ -77,7 +77,7 @@ class ClientExchange(Exchange):
 
 def run_client(cfg: RunConfig, transport: TcpTransport) -> dict[str, Any]:
     """Train `cfg` as the client of the server at the other end of the open `transport`."""
-    transport.send_control({"op": "config", "config": dataclasses.asdict(cfg)})
+    transport.send_control({"op": "config", "config": dataclasses.asdict(cfg), "host": socket.gethostname()})
     ready = transport.recv_control()  # the server built its parties (or reported why not)
     transport.peer_host = str(ready.get("host", ""))
     try:
@@ -128,7 +128,8 @@ def serve(transport: TcpTransport) -> dict[str, Any]:
     """Serve one run on the open `transport`: the client's configuration, then its messages until stop.
     Any failure is reported to the client (so it ends too) and re-raised."""
     try:
-        cfg = _server_config(transport.recv_control())
+        hello = transport.recv_control()
+        cfg, transport.peer_host = _server_config(hello), str(hello.get("host", ""))
         p = build_parties(cfg)
         transport.send_control({"op": "ready", "host": socket.gethostname()})
         steps = _serve_loop(p, transport)
