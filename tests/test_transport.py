@@ -161,3 +161,29 @@ def test_link_presets_parse_and_replay():
     assert time_to_accuracy(rec, link, 0.8) == pytest.approx(2.5 + 3.48) and time_to_accuracy(rec, link, 0.95) is None
     fast = Link("x", 1e12, 1e12, 0.0)
     assert timeline(rec, fast)[0]["time_s"] == pytest.approx(2.5, abs=1e-3)
+
+
+def _record(method: str, up_bytes: int, accs: list[float]) -> dict:
+    history = []
+    for i, acc in enumerate(accs, 1):
+        b = {"fwd": i * up_bytes, "bwd": i * up_bytes, "eval_fwd": 0, "eval_bwd": 0}
+        n = {"fwd": i, "bwd": i, "eval_fwd": 0, "eval_bwd": 0}
+        history.append(
+            {"step": i, "acc": acc, "traffic": {"bytes": b, "messages": n, "network_s": 0.0, "wall_s": 1.0 * i}}
+        )
+    return {"task": "t", "method": method, "config_hash": method, "seed": 0, "status": "completed",
+            "history": history, "final": {"acc": accs[-1]}}  # fmt: skip
+
+
+def test_leaderboard_section_times_each_method_under_each_preset(tmp_path):
+    from adcbench.report.linktime import link_section
+
+    big, small = _record("none", 10**6, [0.5, 1.0]), _record("adc", 10**3, [0.5, 0.8, 1.0])
+    lines = link_section([big, small, {**small, "task": "other"}], "t", tmp_path, tmp_path)
+    assert lines[0] == "### t: time to 90% accuracy over modelled links"
+    row = {line.split(" | ")[0]: line.split(" | ")[1:] for line in lines if line.startswith("| `")}
+    # none on nbiot: 2 s compute + 2 MB up at 25 kbit/s + 2 MB down at 20 kbit/s + 4 messages * 0.5 s
+    expected = 2 + 8 * 2e6 / 25e3 + 8 * 2e6 / 20e3 + 2.0
+    assert expected == 1444 and row["| `none`"][0] == "24.1 min"
+    assert row["| `adc`"][0] != row["| `none`"][0] and len(row["| `adc`"]) == 5
+    assert (tmp_path / "t-time.png").exists() and lines[-2] == "![t accuracy vs time](t-time.png)"

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from adcbench.core.records import read_records
+from adcbench.report.linktime import link_section
 
 
 def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -112,6 +113,7 @@ def write_leaderboard(results: str | Path, out_md: str | Path, plots_dir: str | 
                 rel = Path(name).relative_to(Path(out_md).resolve().parent) if Path(name).is_absolute() else name
                 lines += ["", f"![{task}]({rel})"]
         lines.append("")
+        lines += link_section(records, task, None if plots_dir is None else Path(plots_dir), Path(out_md).parent)
     if not len(summary):
         lines.append("No completed runs yet: `adcbench run` or `adcbench sweep` write records to `results/`.")
     Path(out_md).write_text("\n".join(lines) + "\n")
