@@ -43,9 +43,22 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+SETUP_TIMEOUT_S = 600.0  # building the parties may load and decode a dataset; a dead peer still ends it at once
+
+
 class ClientExchange(Exchange):
     """The client's half of a step and of an evaluation; the server answers each message with its
-    reply and a control frame (loss, compute seconds), which splits the wait into network and compute."""
+    reply and a control frame (loss, compute seconds), which splits the wait into network and compute.
+    Both sides build their parties at the same time: the server's `ready` is awaited (for up to
+    `setup_s`) before the first exchange."""
+
+    def __init__(self, setup_s: float = SETUP_TIMEOUT_S) -> None:
+        self.setup_s, self.ready = setup_s, False
+
+    def _await_ready(self, t: TcpTransport) -> None:
+        if not self.ready:
+            t.peer_host = str(t.recv_control(self.setup_s).get("host", ""))
+            self.ready = True
 
     def _reply(self, t: TcpTransport, direction: str) -> tuple[bytes, dict[str, Any]]:
         start = time.perf_counter()
@@ -56,6 +69,7 @@ class ClientExchange(Exchange):
 
     def train_step(self, p: Parties, transport: Transport, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
         t = _tcp(transport)
+        self._await_ready(t)
         t.send("fwd", p.client.forward(x, y, step))
         grad, info = self._reply(t, "bwd")
         p.client.backward(grad)
@@ -63,6 +77,7 @@ class ClientExchange(Exchange):
 
     def evaluate(self, p: Parties, transport: Transport, pipe: Pipeline) -> tuple[float, float]:
         t = _tcp(transport)
+        self._await_ready(t)
         t.send_control({"op": "eval", "policy": "raw" if pipe is p.raw_pipeline else "compressed"})
         before = t.meter.bytes["eval_fwd"]
         correct = total = 0
@@ -75,13 +90,11 @@ class ClientExchange(Exchange):
         return correct / total, (t.meter.bytes["eval_fwd"] - before) / total
 
 
-def run_client(cfg: RunConfig, transport: TcpTransport) -> dict[str, Any]:
+def run_client(cfg: RunConfig, transport: TcpTransport, setup_s: float = SETUP_TIMEOUT_S) -> dict[str, Any]:
     """Train `cfg` as the client of the server at the other end of the open `transport`."""
     transport.send_control({"op": "config", "config": dataclasses.asdict(cfg), "host": socket.gethostname()})
-    ready = transport.recv_control()  # the server built its parties (or reported why not)
-    transport.peer_host = str(ready.get("host", ""))
     try:
-        record = run(cfg, transport, ClientExchange())
+        record = run(cfg, transport, ClientExchange(setup_s))
     except BaseException as exc:
         transport.report_error(_one_line(exc))  # the server stops too
         raise
@@ -98,10 +111,12 @@ def _server_config(msg: dict[str, Any]) -> RunConfig:
     return RunConfig(**{**config, "out": None, "progress": False})  # the client writes the record
 
 
-def _serve_loop(p: Parties, transport: TcpTransport) -> int:
+def _serve_loop(p: Parties, transport: TcpTransport, setup_s: float) -> int:
     step, pipe = 0, p.pipeline
+    wait: float | None = setup_s  # the first message may wait for the client's own setup
     while True:
-        kind, data = transport.recv_any()
+        kind, data = transport.recv_any(wait)
+        wait = None
         start = time.perf_counter()
         if kind == "fwd":
             grad, loss = p.server.train_step(data, step)
@@ -124,15 +139,15 @@ def _serve_loop(p: Parties, transport: TcpTransport) -> int:
             raise WireFormatError(f"a server never receives {kind} messages")
 
 
-def serve(transport: TcpTransport) -> dict[str, Any]:
+def serve(transport: TcpTransport, setup_s: float = SETUP_TIMEOUT_S) -> dict[str, Any]:
     """Serve one run on the open `transport`: the client's configuration, then its messages until stop.
     Any failure is reported to the client (so it ends too) and re-raised."""
     try:
-        hello = transport.recv_control()
+        hello = transport.recv_control(setup_s)
         cfg, transport.peer_host = _server_config(hello), str(hello.get("host", ""))
         p = build_parties(cfg)
         transport.send_control({"op": "ready", "host": socket.gethostname()})
-        steps = _serve_loop(p, transport)
+        steps = _serve_loop(p, transport, setup_s)
     except BaseException as exc:
         if not (isinstance(exc, TransportError) and "the client failed" in str(exc)):
             transport.report_error(_one_line(exc))

@@ -118,13 +118,14 @@ class TcpTransport(Transport):
         self.close(flush=exc_type is None)
 
     # -- frames -------------------------------------------------------------------------------
-    def _wait(self, work: Any, what: str) -> None:
+    def _wait(self, work: Any, what: str, timeout_s: float | None = None) -> None:
+        timeout_s = timeout_s or self.timeout_s
         try:
-            work.wait(timeout=datetime.timedelta(seconds=self.timeout_s))
+            work.wait(timeout=datetime.timedelta(seconds=timeout_s))
         except RuntimeError as exc:
             reason = _gloo_reason(exc)
             if "timed out" in reason.lower():
-                raise TransportError(f"no {what} from the {self.peer_role} within {self.timeout_s:g} s") from None
+                raise TransportError(f"no {what} from the {self.peer_role} within {timeout_s:g} s") from None
             raise TransportError(f"lost the {self.peer_role} ({reason})") from None
 
     def _send_frame(self, kind: str, data: bytes) -> None:
@@ -143,12 +144,12 @@ class TcpTransport(Transport):
         self.frames[kind] += 1
         self._pending = [(w, b) for w, b in self._pending if not w.is_completed()]
 
-    def _recv_frame(self) -> tuple[str, bytes]:
+    def _recv_frame(self, timeout_s: float | None = None) -> tuple[str, bytes]:
         if not self._open:
             raise TransportError("the tcp transport is not open")
         peer = 1 - self.rank
         header = torch.empty(2, dtype=torch.int64)
-        self._wait(dist.irecv(header, peer), "message")
+        self._wait(dist.irecv(header, peer), "message", timeout_s)
         code, n = (int(v) for v in header.tolist())
         kind = CODES.get(code)
         if kind is None:
@@ -177,11 +178,12 @@ class TcpTransport(Transport):
             raise WireFormatError(f"expected a {direction} message from the {self.peer_role}, got {kind}")
         return data
 
-    def recv_any(self) -> tuple[str, bytes]:
+    def recv_any(self, timeout_s: float | None = None) -> tuple[str, bytes]:
         """The next frame, whatever its kind (the server does not know what the client sends next).
         A message is metered here, on arrival, so each side's meter counts every message of the run;
-        metering parses the bytes, so a malformed message raises WireFormatError at once."""
-        kind, data = self._recv_frame()
+        metering parses the bytes, so a malformed message raises WireFormatError at once.
+        `timeout_s` overrides the transport's for this wait (the first message, while the peer sets up)."""
+        kind, data = self._recv_frame(timeout_s)
         if kind != CONTROL:
             self.meter.count(kind, data)
         return kind, data
@@ -190,8 +192,8 @@ class TcpTransport(Transport):
     def send_control(self, obj: dict[str, Any]) -> None:
         self._send_frame(CONTROL, json.dumps(obj, separators=(",", ":")).encode())
 
-    def recv_control(self) -> dict[str, Any]:
-        kind, data = self._recv_frame()
+    def recv_control(self, timeout_s: float | None = None) -> dict[str, Any]:
+        kind, data = self._recv_frame(timeout_s)
         if kind != CONTROL:
             raise WireFormatError(f"expected a control frame from the {self.peer_role}, got {kind}")
         return self.parse_control(data)
