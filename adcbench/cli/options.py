@@ -134,6 +134,50 @@ def run_options(f: Callable) -> Callable:
     return f
 
 
+def transport_options(f: Callable) -> Callable:
+    """How the two roles talk (docs/transport.md): in this process, or two processes over TCP."""
+    opts = [
+        click.option(
+            "--transport",
+            type=click.Choice(["loopback", "tcp"]),
+            default="loopback",
+            show_default=True,
+            help="tcp: the server role in a second process on this machine (torch.distributed, gloo).",
+        ),
+        click.option(
+            "--role",
+            type=click.Choice(["both", "client"]),
+            default="both",
+            show_default=True,
+            help="client: only the client role, talking to `adcbench serve` (--connect, or MASTER_ADDR/PORT).",
+        ),
+        click.option("--connect", default=None, metavar="HOST:PORT", help="The server to run as client of."),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(0, min_open=True),
+            default=30.0,
+            show_default=True,
+            help="Seconds to wait for the peer's next message before ending the run.",
+        ),
+        click.option(
+            "--max-message-bytes",
+            default="1GiB",
+            show_default=True,
+            help="Refuse (before allocating) any received message longer than this.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{text!r} is not HOST:PORT (e.g. 10.0.0.2:29500)", param_hint="--connect")
+    return host.strip("[]"), int(port)
+
+
 def _config(method: str, seed: int, kw: dict[str, Any]):
     from adcbench.train.config import parse_device
     from adcbench.train.loop import RunConfig

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from adcbench.cli.app import main
-from adcbench.cli.options import _config, _report, run_options
+from adcbench.cli.options import _config, _report, run_options, transport_options
 
 
 @main.command()
@@ -19,8 +19,9 @@ from adcbench.cli.options import _config, _report, run_options
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @run_options
+@transport_options
 def run(method: str, seed: int, **kw: Any) -> None:
     """Train one configuration over the metered wire and append its record to OUT/<task>.jsonl."""
-    from adcbench.train.loop import run as run_training
+    from adcbench.cli.serve import run_over
 
-    _report(run_training(_config(method, seed, kw)))
+    _report(run_over(_config(method, seed, kw), kw))

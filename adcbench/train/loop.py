@@ -45,6 +45,7 @@ from adcbench.wire import Message
 
 __all__ = [
     "EVAL_POLICIES",
+    "Exchange",
     "Parties",
     "RunConfig",
     "StopRule",
@@ -244,6 +245,19 @@ def evaluate(
     return correct / total, (transport.meter.bytes["eval_fwd"] - before) / total
 
 
+class Exchange:
+    """How a step and an evaluation travel: both roles in this process (this default), or the
+    client's half talking to a server process (train/remote.py)."""
+
+    def train_step(self, p: Parties, transport: Transport, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
+        return train_step(p, transport, x, y, step)
+
+    def evaluate(
+        self, p: Parties, transport: Transport, pipe: Pipeline, which: str = "final", progress: bool = False
+    ) -> tuple[float, float]:
+        return evaluate(p, transport, pipe, which, progress)
+
+
 class StopRule:
     """Says before each step whether the run must stop: epochs end the batch stream itself; this
     checks the byte budget (measured on the wire, or the paper's nominal accounting) and max_steps."""
@@ -280,8 +294,10 @@ class StopRule:
 class _History:
     """Running means of loss and method stats between evaluations, and the history entries."""
 
-    def __init__(self, p: Parties, record: dict[str, Any], transport: Transport, progress: bool = False) -> None:
-        self.p, self.record, self.transport = p, record, transport
+    def __init__(
+        self, p: Parties, record: dict[str, Any], transport: Transport, exchange: Exchange, progress: bool = False
+    ) -> None:
+        self.p, self.record, self.transport, self.exchange = p, record, transport, exchange
         self.loss_sum, self.loss_n, self.stats_sum = 0.0, 0, {}
         self.eval_per_sample: dict[str, float] = {}
         self.policies = ["raw", "compressed"] if p.settings["eval_policy"] == "both" else [p.settings["eval_policy"]]
@@ -320,9 +336,11 @@ class _History:
                 # The method is the raw pipeline itself (`none`): one pass serves both policies.
                 entry[key], self.eval_per_sample[policy] = entry["acc"], self.eval_per_sample["raw"]
                 continue
-            entry[key], self.eval_per_sample[policy] = evaluate(
+            entry[key], self.eval_per_sample[policy] = self.exchange.evaluate(
                 p, self.transport, p.raw_pipeline if policy == "raw" else p.pipeline, which, self.progress
             )
+        # All traffic so far, evaluation included, and the time it took: what a link model replays.
+        entry["traffic"] = {**m.snapshot(), "wall_s": round(time.perf_counter() - self.t0, 3)}
         if self.stats_sum:
             entry["stats"] = {k: round(v / max(self.loss_n, 1), 4) for k, v in self.stats_sum.items()}
         self.record["history"].append(entry)
@@ -332,12 +350,12 @@ class _History:
         return next((f"{h['acc']:.3f}" for h in reversed(self.record["history"]) if "acc" in h), "-")
 
 
-def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
+def run(cfg: RunConfig, transport: Transport | None = None, exchange: Exchange | None = None) -> dict[str, Any]:
     """Train one configuration; append its record to `cfg.out/<task>.jsonl`; return the record."""
     p = build_parties(cfg)
     record = new_record(cfg, p)
-    transport = transport or Loopback()
-    stop, history = StopRule(p.settings, record), _History(p, record, transport, cfg.progress)
+    transport, exchange = transport or Loopback(), exchange or Exchange()
+    stop, history = StopRule(p.settings, record), _History(p, record, transport, exchange, cfg.progress)
     steps_per_epoch = len(p.train_loader)
     eval_every = p.settings["eval_every"] or steps_per_epoch
     # `epochs` passes, or without end when a budget or max_steps stops the run; resumable.
@@ -357,7 +375,7 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
             if reason:
                 stopped_by = reason
                 break
-            loss = train_step(p, transport, x, y, step)
+            loss = exchange.train_step(p, transport, x, y, step)
             step += 1
             history.add(loss, p.client.stats)
             if evaluated := step % eval_every == 0:
@@ -377,6 +395,7 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
         raise
     finally:
         bar.close()
+        record["transport"] = transport.describe()
         finish_record(cfg, record, transport.meter, stopped_by, step, history)
     ckpt.finish()  # only once the completed record is on disk
     return record

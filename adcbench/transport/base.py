@@ -8,10 +8,16 @@ without touching methods or the loop's logic. `Loopback` keeps both roles in one
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from adcbench.errors import AdcbenchError
 from adcbench.wire import BREAKDOWN_KEYS, breakdown
 
 DIRECTIONS = ("fwd", "bwd", "eval_fwd", "eval_bwd")
+
+
+class TransportError(AdcbenchError):
+    """The peer is gone, silent past the timeout, or reported an error of its own."""
 
 
 class Meter:
@@ -23,6 +29,9 @@ class Meter:
         self.messages = dict.fromkeys(DIRECTIONS, 0)
         self.parts = {d: dict.fromkeys(BREAKDOWN_KEYS, 0) for d in DIRECTIONS}
         self.last = dict.fromkeys(DIRECTIONS, 0)
+        # Seconds the roles waited on the network rather than computing (0 in one process); the
+        # virtual clock of a link model subtracts it from the wall time to get the compute time.
+        self.network_s = 0.0
 
     def count(self, direction: str, data: bytes) -> None:
         n = len(data)
@@ -36,12 +45,22 @@ class Meter:
     def train_total(self) -> int:
         return self.bytes["fwd"] + self.bytes["bwd"]
 
+    def snapshot(self) -> dict[str, Any]:
+        """Cumulative bytes and messages of every direction: what a link model replays."""
+        return {"bytes": dict(self.bytes), "messages": dict(self.messages), "network_s": round(self.network_s, 6)}
+
 
 class Transport:
     """Base class: `send` meters and delivers; `recv` returns the next message of a direction."""
 
+    name = "abstract"
+
     def __init__(self, meter: Meter | None = None) -> None:
         self.meter = meter or Meter()
+
+    def describe(self) -> dict[str, Any]:
+        """What the run record says about how the bytes travelled."""
+        return {"name": self.name}
 
     def send(self, direction: str, data: bytes) -> None:
         if not isinstance(data, bytes):

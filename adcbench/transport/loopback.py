@@ -10,6 +10,8 @@ from .base import Meter, Transport
 class Loopback(Transport):
     """In-process: a FIFO per direction. The receiver gets a fresh copy of the bytes."""
 
+    name = "loopback"
+
     def __init__(self, meter: Meter | None = None) -> None:
         super().__init__(meter)
         self._queues: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
