@@ -12,6 +12,7 @@ from adcbench.core.method import Context, Decoded, Fields, Method, register_meth
 class NoCompression(Method):
     description = "identity: float32 activations and gradients, integer labels (the paper's Base)"
     eval_compressed = "identity (same as raw)"
+    field_categories = {}  # no fields of its own
 
     def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
         return {}, x

@@ -46,6 +46,7 @@ class TokenPrune(Method):
     needs_attention = True
     eval_compressed = "same per-sample token selection as training"
     rate_param = ("ratio", (0.5, 0.25, 0.1))
+    field_categories = {}  # no fields of its own
 
     def tokens(self, n: int) -> int:
         p = self.cut.prefix_tokens if self.cut else 1

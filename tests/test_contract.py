@@ -71,6 +71,8 @@ def test_declarations(name: str) -> None:
     if not is_lossless(name) and name != "none":
         knob, values = cls.rate_param  # every lossy method declares its rate knob
         assert knob in {p.name for p in cls.params} and len(values) >= 2
+    if not is_lossless(name):  # the receiver fixes each field's category, not the sender
+        assert cls.field_categories is not None, f"{name} must declare field_categories"
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +114,10 @@ def test_wire_matches_analytic(spec: str) -> None:
     h = make(spec)
     fwd, bwd, _ = h.step()
     a_fwd, a_bwd = h.pipeline.analytic_bytes(BATCH)
-    assert info_bytes(fwd) == a_fwd and info_bytes(bwd) == a_bwd
+    if h.pipeline.exact_size:
+        assert info_bytes(fwd) == a_fwd and info_bytes(bwd) == a_bwd
+    else:  # entropy-coded positions: the analytic size is the longest valid code
+        assert info_bytes(fwd) <= a_fwd and info_bytes(bwd) <= a_bwd
     for data in (fwd, bwd):
         b = breakdown(data)
         assert sum(b.values()) == len(data)
@@ -124,7 +129,8 @@ def test_wire_matches_analytic(spec: str) -> None:
             assert "lossless" not in b
     # eval messages: no labels, no backward; 13 is not a multiple of any tested c3sl R
     efwd, _ = h.eval_bytes(13)
-    assert info_bytes(efwd) == h.pipeline.analytic_bytes(13, training=False, labels=False)[0]
+    a_eval = h.pipeline.analytic_bytes(13, training=False, labels=False)[0]
+    assert info_bytes(efwd) == a_eval if h.pipeline.exact_size else info_bytes(efwd) <= a_eval
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).rate_param])

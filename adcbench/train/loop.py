@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from adcbench.core.method import Cut
+from adcbench.core.method import Cut, read_predictions
 from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import SCHEMA, append_record, config_hash, provenance
 from adcbench.data.task import Task, get_task
@@ -30,7 +30,6 @@ from adcbench.model.split import cut_shape, split_vit
 from adcbench.train.config import EVAL_POLICIES, RunConfig, resolve
 from adcbench.train.roles import Client, Server
 from adcbench.transport import Loopback, Meter, Transport
-from adcbench.wire import Message
 
 __all__ = [
     "EVAL_POLICIES",
@@ -188,8 +187,8 @@ def evaluate(p: Parties, transport: Transport, pipe: Pipeline) -> tuple[float, f
     for x, y in p.eval_loader:
         transport.send("eval_fwd", p.client.forward_eval(x, pipe))
         transport.send("eval_bwd", p.server.predict(transport.recv("eval_fwd"), pipe))
-        pred = Message.decode(transport.recv("eval_bwd"))["pred"]
-        correct += int((pred.long() == y).sum())  # type: ignore[union-attr]
+        pred = read_predictions(transport.recv("eval_bwd"), len(y), p.client.cut.num_classes)
+        correct += int((pred == y.to(pred.device)).sum())
         total += len(y)
     return correct / total, (transport.meter.bytes["eval_fwd"] - before) / total
 

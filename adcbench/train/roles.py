@@ -7,11 +7,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from adcbench.core.method import Context, Cut, label_dtype
+from adcbench.core.method import Context, Cut, prediction_message
 from adcbench.core.pipeline import Pipeline
 from adcbench.errors import TrainingDivergedError, WireFormatError
 from adcbench.model.split import ClientNet, ServerNet
-from adcbench.wire import Category, Field, Message
+from adcbench.wire import Message
 
 
 def _params(net: torch.nn.Module, pipeline: Pipeline, side: str) -> list[torch.nn.Parameter]:
@@ -104,6 +104,4 @@ class Server:
         ctx = Context(False, self.cut, 0, self.generator)
         server_in, _, _ = pipeline.decode_forward(_to(pipeline.unpack(data), self.device), ctx)
         pred = self.net(server_in).argmax(dim=1)
-        return Message(
-            {"pred": Field.tensor(pred.to(label_dtype(self.cut.num_classes)).cpu(), Category.LABELS)}
-        ).encode()
+        return prediction_message(pred.cpu(), self.cut.num_classes)
