@@ -8,9 +8,10 @@ from adcbench.train.roles import Client, Server
 from adcbench.transport import Loopback
 from adcbench.wire import Message
 
-# framing of a `none` forward message: 6 (magic, version, count) + field "1.x" (1+3+1+1+1 + three
-# 1-byte varint dims) + field "y" (1+1+1+1+1 + 1) + 4 (crc) = 26 bytes; backward: 6 + "1.g" (10) + 4.
-NONE_FWD_FRAMING, NONE_BWD_FRAMING = 26, 20
+# framing of a `none` forward message: 6 (magic, version, count) + field "1.x" (name length, 3, kind
+# byte, dtype, three 1-byte varint dims: 9) + field "y" (1+1+1+1 + 1: 5) + 4 (crc) = 24 bytes;
+# backward: 6 + "1.g" (9) + 4 = 19 bytes.
+NONE_FWD_FRAMING, NONE_BWD_FRAMING = 24, 19
 
 
 def _parties(spec: str, B: int = 8, classes: int = 10):

@@ -47,8 +47,8 @@ def test_packed_round_trip_and_exact_size(bits):
     v = torch.randint(0, 2**bits, (1001,), dtype=torch.int64) if bits < 63 else None
     enc = Message({"c": Field.packed(v, bits)}).encode()
     assert torch.equal(Message.decode(enc)["c"], v)
-    # 6 header + (1 name_len + 1 name + 1 kind + 1 bits + 1 ndim + 2 varint dim) + data + 4 crc
-    assert len(enc) == 6 + 7 + packed_nbytes(1001, bits) + 4
+    # 6 header + (1 name_len + 1 name + 1 category/kind/ndim + 1 bits + 2 varint dim) + data + 4 crc
+    assert len(enc) == 6 + 6 + packed_nbytes(1001, bits) + 4
 
 
 def test_pack_rejects_values_too_wide():
@@ -108,7 +108,7 @@ def test_structurally_bad_messages_with_valid_crc_are_rejected():
     with pytest.raises(WireFormatError, match="dtype"):  # dtype code byte after count, name_len, name, kind
         Message.decode(_reseal(body[:9] + b"\x63" + body[10:]))
     with pytest.raises(WireFormatError, match="limit"):  # claim a huge dimension (LEB128 2**31)
-        Message.decode(_reseal(body[:11] + b"\x80\x80\x80\x80\x08" + body[12:]))
+        Message.decode(_reseal(body[:10] + b"\x80\x80\x80\x80\x08" + body[11:]))
 
 
 @settings(max_examples=200, deadline=None)

@@ -40,6 +40,8 @@ class Client:
         self.net.train()
         self.pipeline.train(True)
         h, attention = self.net(x.to(self.device))
+        if not torch.isfinite(h.detach()).all():  # our own divergence: never send it as a payload
+            raise TrainingDivergedError(f"client activations became non-finite (loss became NaN) at step {step}")
         ctx = Context(True, self.cut, step, self.generator, labels=y.to(self.device), attention=attention)
         msg, self._carrier = self.pipeline.encode_forward(h, ctx)
         self._ctx, self.stats = ctx, ctx.stats

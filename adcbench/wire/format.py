@@ -5,9 +5,9 @@ receiver computes only on what `Message.decode` returns, so what is counted is w
 No pickle: the format is a small, documented, little-endian binary layout (docs/wire-format.md).
 
     message  := MAGIC "ADCW" | u8 version | u8 field_count | field* | u32 crc32(all before)
-    field    := u8 name_len | name (ASCII) | u8 (category << 4 | kind) | body
-    TENSOR   := u8 dtype | u8 ndim | uvar dim * ndim | data (prod(dims) * itemsize bytes)
-    PACKED   := u8 bits | u8 ndim | uvar dim * ndim | data (ceil(prod(dims) * bits / 8) bytes)
+    field    := u8 name_len | name (ASCII) | u8 (category << 6 | kind << 4 | ndim) | body
+    TENSOR   := u8 dtype | uvar dim * ndim | data (prod(dims) * itemsize bytes)
+    PACKED   := u8 bits | uvar dim * ndim | data (ceil(prod(dims) * bits / 8) bytes)
     BYTES    := uvar length | data
     uvar     := unsigned LEB128, canonical, at most 5 bytes (< 2**32)
 
@@ -164,7 +164,10 @@ class Message:
             if not _NAME_RE.match(name):
                 raise ValueError(f"invalid field name {name!r}")
             parts.append(struct.pack("<B", len(name)) + name.encode("ascii"))
-            parts.append(struct.pack("<B", (int(f.category) << 4) | int(f.kind)))
+            ndim = f.value.dim() if isinstance(f.value, torch.Tensor) else 0
+            if ndim > MAX_NDIM:
+                raise ValueError(f"field {name!r}: more than {MAX_NDIM} dims")
+            parts.append(struct.pack("<B", (int(f.category) << 6) | (int(f.kind) << 4) | ndim))
             if f.kind == Kind.BYTES:
                 assert isinstance(f.value, bytes)
                 parts.append(uvar(len(f.value)))
@@ -173,15 +176,13 @@ class Message:
             t = f.value
             assert isinstance(t, torch.Tensor)
             t = t.detach()
-            if t.dim() > MAX_NDIM:
-                raise ValueError(f"field {name!r}: more than {MAX_NDIM} dims")
             shape = b"".join(uvar(n) for n in t.shape)
             if f.kind == Kind.TENSOR:
                 code = _DTYPE_CODE[t.dtype]
-                parts.append(struct.pack("<BB", code, t.dim()) + shape)
+                parts.append(struct.pack("<B", code) + shape)
                 parts.append(_tensor_bytes(t, _DTYPES[code][1]))
             else:
-                parts.append(struct.pack("<BB", f.bits, t.dim()) + shape)
+                parts.append(struct.pack("<B", f.bits) + shape)
                 parts.append(pack_bits(t.cpu().numpy(), f.bits))
         body = b"".join(parts)
         return body + struct.pack("<I", zlib.crc32(body))
@@ -289,16 +290,14 @@ class _Reader:
         seen.add(name)
         return name
 
-    def shape(self, name: str) -> tuple[int, int, tuple[int, ...], int]:
-        """(dtype code or bit width, ndim, shape, element count) of a TENSOR or PACKED field."""
-        code_or_bits, ndim = self.unpack("<BB", f"header of {name!r}")
-        if ndim > MAX_NDIM:
-            raise WireFormatError(f"field {name!r}: {ndim} dims exceeds {MAX_NDIM}")
+    def shape(self, name: str, ndim: int) -> tuple[int, tuple[int, ...], int]:
+        """(dtype code or bit width, shape, element count) of a TENSOR or PACKED field."""
+        (code_or_bits,) = self.unpack("<B", f"header of {name!r}")
         shape = tuple(self.uvar(f"shape of {name!r}") for _ in range(ndim))
         numel = math.prod(shape)  # Python ints: no int64 overflow
         if numel > self.limits.max_elements:
             raise WireFormatError(f"field {name!r}: {numel} elements exceeds the limit of {self.limits.max_elements}")
-        return code_or_bits, ndim, shape, numel
+        return code_or_bits, shape, numel
 
 
 def _tensor_from(raw: memoryview, name: str, code: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -317,14 +316,16 @@ def _tensor_from(raw: memoryview, name: str, code: int, shape: tuple[int, ...]) 
 def _parse_field(r: _Reader, name: str, materialize: bool) -> tuple[Category, int, Field | None]:
     (kc,) = r.unpack("<B", f"kind of {name!r}")
     try:
-        kind, category = Kind(kc & 0x0F), Category(kc >> 4)
+        kind, category, ndim = Kind((kc >> 4) & 0x3), Category(kc >> 6), kc & 0x0F
     except ValueError:
         raise WireFormatError(f"field {name!r}: unknown kind/category byte {kc:#04x}") from None
+    if ndim > (0 if kind == Kind.BYTES else MAX_NDIM):
+        raise WireFormatError(f"field {name!r}: {ndim} dims exceeds the limit for its kind")
     if kind == Kind.BYTES:
         length = r.uvar(f"length of {name!r}")
         raw = r.take(length, f"data of {name!r}")
         return category, length, (Field(kind, category, bytes(raw)) if materialize else None)
-    code_or_bits, _, shape, numel = r.shape(name)
+    code_or_bits, shape, numel = r.shape(name, ndim)
     if kind == Kind.TENSOR:
         if code_or_bits not in _DTYPES:
             raise WireFormatError(f"field {name!r}: unknown dtype code {code_or_bits}")
