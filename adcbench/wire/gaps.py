@@ -145,7 +145,7 @@ def _remainders(words: np.ndarray, n: int, kk: int, dim: int, m: int) -> np.ndar
         if words.size:
             raise WireFormatError("gap code: trailing bytes after the quotients")
         return np.zeros(n, dtype=np.int64)
-    if words.size % 4 or words.size == 0:
+    if words.size % 4:
         raise WireFormatError("gap code: remainder stream is not a whole number of 32-bit words")
     compressed = words.view("<u4").astype(np.uint32)
     try:
