@@ -18,6 +18,15 @@ def _params(net: torch.nn.Module, pipeline: Pipeline, side: str) -> list[torch.n
     return list(net.parameters()) + [p for m in pipeline.modules(side) for p in m.parameters()]
 
 
+def _check_grads(opt: torch.optim.Optimizer, source: str) -> None:
+    """Finite (but huge) values on the wire can still overflow in backpropagation: refuse the
+    update rather than write inf/NaN into the weights."""
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+        opt.zero_grad(set_to_none=True)
+        raise WireFormatError(f"{source} makes the parameter gradients non-finite; update refused")
+
+
 def _to(msg: Message, device: torch.device) -> Message:
     for f in msg.fields.values():
         if isinstance(f.value, torch.Tensor):
@@ -55,9 +64,10 @@ class Client:
                 f"gradient of shape {tuple(grad.shape)} for a tensor of shape {tuple(self._carrier.shape)}"
             )
         self.opt.zero_grad(set_to_none=True)
-        self._carrier.backward(grad.to(self._carrier.dtype))
+        carrier, self._carrier, self._ctx = self._carrier, None, None  # the graph is used up below
+        carrier.backward(grad.to(carrier.dtype))
+        _check_grads(self.opt, "the gradient message")
         self.opt.step()
-        self._carrier = self._ctx = None
 
     @torch.no_grad()
     def forward_eval(self, x: torch.Tensor, pipeline: Pipeline) -> bytes:
@@ -94,6 +104,7 @@ class Server:
             raise TrainingDivergedError(f"loss became {float(loss)} at step {step}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        _check_grads(self.opt, "the forward message")
         self.opt.step()
         assert leaf.grad is not None
         return self.pipeline.pack(self.pipeline.encode_backward(leaf.grad, ctx)), loss.item()
