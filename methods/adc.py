@@ -9,8 +9,10 @@ Training step (docs/adc.md has the full account and every deviation from the pap
 3. Token compression: k = max(1, floor(r_t * n)) tokens per merged sample, CLS always kept plus
    the top-(k-1) patch tokens of the cluster's mean attention profile; all members of a cluster
    share one token set. z is T×k×d.
-4. Labels: soft labels (mean of members' one-hot, T×C float32, as the paper) or hard labels +
-   cluster ids (B small ints + B ceil(log2 T)-bit ids; the server rebuilds the same soft labels).
+4. Labels: by default (`labels=hard`) the B class indices at ceil(log2 C) bits + B cluster ids
+   at ceil(log2 T) bits (no ids when T = B: sample i is cluster i); the server rebuilds from them
+   exactly the soft targets the paper sends (mean of the members' one-hot rows). `labels=soft`
+   sends those T×C float32 rows themselves, the paper's bytes (up to 77x the label information).
    Unlike the paper, labels are counted.
 5. Backward: the server returns dL/dz (T×k×d); autograd through gather+mean hands each member
    g_j/|c_j| on its cluster's token rows and 0 elsewhere (exact gradient of the compressed graph).
@@ -29,7 +31,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from adcbench.core.method import Context, Decoded, Fields, Method, label_field, label_nbytes, register_method
+from adcbench.core.method import (
+    Context,
+    Decoded,
+    Fields,
+    Method,
+    expect_tensor,
+    label_field,
+    label_nbytes,
+    read_labels,
+    register_method,
+)
 from adcbench.core.params import Param
 from adcbench.errors import WireFormatError
 from adcbench.wire import Category, Field, bits_for, packed_nbytes
@@ -53,8 +65,9 @@ class ADC(Method):
         Param(
             "labels",
             str,
-            "soft",
-            "label encoding: soft (T×C float32, paper) or hard (labels + cluster ids)",
+            "hard",
+            "label encoding: hard (packed labels + cluster ids; the server rebuilds the paper's soft "
+            "targets exactly) or soft (T×C float32 rows, the paper's bytes)",
             choices=("soft", "hard"),
         ),
         Param("kmeans_iters", int, 50, "maximum K-means iterations (paper 50)", low=1, high=10000),
@@ -64,6 +77,7 @@ class ADC(Method):
     eval_compressed = "per-sample token selection (CLS + own top-(k-1) tokens), no merging"
     deployment_policy = "raw"  # the paper: no merging or pruning at test time
     rate_param = ("xi", (0.5, 0.2, 0.05))
+    field_categories = {"soft": Category.LABELS, "y": Category.LABELS, "cid": Category.SIDE}
 
     # -- rates ----------------------------------------------------------------------------------
     def rates(self) -> tuple[float, float]:
@@ -140,33 +154,40 @@ class ADC(Method):
         if self.config["labels"] == "soft":
             soft = weights @ F.one_hot(ctx.labels, C).float()  # T×C, rows sum to 1
             return {"soft": Field.tensor(soft.float(), Category.LABELS)}
-        return {
-            "y": label_field(ctx.labels, C),
-            "cid": Field.packed(assign, bits_for(T), Category.SIDE),
-        }
+        fields = {"y": label_field(ctx.labels, C)}
+        if T < assign.shape[0]:  # T = B: the ids are 0..B-1 (no K-means ran), nothing to send
+            fields["cid"] = Field.packed(assign, bits_for(T), Category.SIDE)
+        return fields
 
     # -- server ---------------------------------------------------------------------------------
     def decode_forward(self, fields: Decoded, rest: torch.Tensor | None, ctx: Context) -> torch.Tensor:
         assert rest is not None
         if not ctx.training:
             return rest
-        T = rest.shape[0]
-        C = ctx.cut.num_classes
-        if "soft" in fields:
-            soft = fields["soft"]
-            if not isinstance(soft, torch.Tensor) or soft.shape != (T, C) or not torch.isfinite(soft).all():
-                raise WireFormatError(f"adc: soft labels must be a finite {T}×{C} tensor")
-            ctx.targets = soft.float()
-        else:
-            y, cid = fields.get("y"), fields.get("cid")
-            if not isinstance(y, torch.Tensor) or not isinstance(cid, torch.Tensor) or y.shape != cid.shape:
-                raise WireFormatError("adc: hard-label message needs fields y and cid of equal length")
-            y, cid = y.long(), cid.long()
-            if y.numel() == 0 or int(y.max()) >= C or int(cid.max()) >= T or cid.unique().numel() != T:
-                raise WireFormatError("adc: labels or cluster ids out of range, or an empty cluster")
-            member = F.one_hot(cid, T).float()
-            ctx.targets = (member / member.sum(0, keepdim=True)).T @ F.one_hot(y, C).float()
+        ctx.targets = self._targets(fields, rest.shape[0], ctx.cut.num_classes)
         return rest
+
+    def _targets(self, fields: Decoded, T: int, C: int) -> torch.Tensor:
+        """The T×C soft targets, checked: every field as this configuration sends it."""
+        if self.config["labels"] == "soft":
+            if set(fields) != {"soft"}:
+                raise WireFormatError(f"adc (labels=soft): expected the field 'soft', got {sorted(fields)}")
+            soft = expect_tensor(fields, "soft", "adc", shape=(T, C), dtype=torch.float32)
+            if bool((soft < 0).any()) or bool(((soft.sum(1) - 1).abs() > 1e-4).any()):
+                raise WireFormatError("adc: soft labels must be probability rows (non-negative, summing to 1)")
+            return soft
+        y = read_labels(fields, "y", "adc", None, C)
+        B = y.shape[0]
+        if B == 0 or self.clusters(B) != T or set(fields) != ({"y", "cid"} if T < B else {"y"}):
+            raise WireFormatError(f"adc: {B} labels do not fit {T} merged samples, or unexpected fields")
+        if T < B:
+            cid = expect_tensor(fields, "cid", "adc", shape=(B,), high=T - 1).long()
+            if bool((torch.bincount(cid, minlength=T) == 0).any()):
+                raise WireFormatError("adc: every cluster needs at least one member")
+        else:
+            cid = torch.arange(B, device=y.device)
+        member = F.one_hot(cid, T).float()
+        return (member / member.sum(0, keepdim=True)).T @ F.one_hot(y, C).float()
 
     # -- analytic size --------------------------------------------------------------------------
     def analytic_forward(self, batch: int, in_shape: tuple[int, ...], training: bool) -> tuple[int, int]:
@@ -176,7 +197,7 @@ class ADC(Method):
         C = self.cut.num_classes if self.cut else 0
         if self.config["labels"] == "soft":
             return 4 * T * C, T
-        return label_nbytes(batch, C) + packed_nbytes(batch, bits_for(T)), T
+        return label_nbytes(batch, C) + (packed_nbytes(batch, bits_for(T)) if T < batch else 0), T
 
 
 def kmeans(

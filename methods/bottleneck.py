@@ -55,6 +55,7 @@ class Bottleneck(Method):
     eval_compressed = "the autoencoder runs as in training"
     deployment_policy = "compressed"  # the paper evaluates BottleNet++ with its codec on
     rate_param = ("ratio", (0.5, 0.2, 0.05))
+    field_categories = {}  # no fields of its own
 
     def code_dim(self, d: int) -> int:
         return max(1, round(self.config["ratio"] * d))

@@ -42,6 +42,7 @@ class C3SL(Method):
     eval_compressed = "bound as in training; a batch that is not a multiple of R is zero-padded"
     deployment_policy = "raw"  # the paper code switches binding off in eval() (reference notes §3)
     rate_param = ("R", (2, 4, 8))
+    field_categories = {"count": Category.SIDE}
 
     def setup(self, cut: Cut, in_shape: tuple[int, ...]) -> None:
         super().setup(cut, in_shape)

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from adcbench.core.method import Context, Decoded, Fields, Method, register_method
+from adcbench.core.method import Context, Decoded, Fields, Method, expect_tensor, register_method
 from adcbench.core.params import Param
 from adcbench.errors import WireFormatError
 from adcbench.wire import Category, Field
@@ -24,6 +24,7 @@ class FloatWire(Method):
     eval_compressed = "same cast as training"
     deployment_policy = "raw"
     rate_param = ("dtype", ("float32", "float16"))
+    field_categories = {"x": Category.PAYLOAD, "g": Category.PAYLOAD}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -55,7 +56,6 @@ class FloatWire(Method):
 
 
 def _get(fields: Decoded, name: str, dtype: torch.dtype) -> torch.Tensor:
-    t = fields.get(name)
-    if not isinstance(t, torch.Tensor) or t.dtype != dtype:
-        raise WireFormatError(f"float stage: field {name!r} missing or not {dtype}")
-    return t
+    if len(fields) != 1:
+        raise WireFormatError(f"float stage: expected only the field {name!r}, got {sorted(fields)}")
+    return expect_tensor(fields, name, "float stage", dtype=dtype)

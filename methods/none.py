@@ -13,6 +13,7 @@ class NoCompression(Method):
     description = "identity: float32 activations and gradients, integer labels (the paper's Base)"
     eval_compressed = "identity (same as raw)"
     deployment_policy = "raw"  # identical to compressed: none is the raw pipeline
+    field_categories = {}  # no fields of its own
 
     def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
         return {}, x

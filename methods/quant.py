@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from adcbench.core.method import Context, Decoded, Fields, Method, register_method
+from adcbench.core.method import Context, Decoded, Fields, Method, expect_tensor, register_method
 from adcbench.core.params import Param
 from adcbench.errors import WireFormatError
 from adcbench.wire import Category, Field, packed_nbytes
@@ -52,6 +52,7 @@ class Quantize(Method):
     eval_compressed = "quantized as in training (same bits, granularity and rounding)"
     deployment_policy = "raw"  # the paper code switches compression off in eval()
     rate_param = ("bits", (8, 4, 2))
+    field_categories = {"codes": Category.PAYLOAD, "scale": Category.SIDE}
 
     @property
     def grad_bits(self) -> int:
@@ -90,21 +91,14 @@ class Quantize(Method):
         return {"codes": Field.packed(codes, bits, Category.PAYLOAD), "scale": Field.tensor(scale, Category.SIDE)}
 
     def _decode(self, fields: Decoded, bits: int) -> torch.Tensor:
-        codes, scale = fields.get("codes"), fields.get("scale")
-        if not isinstance(codes, torch.Tensor) or not isinstance(scale, torch.Tensor) or codes.dim() < 1:
-            raise WireFormatError("quant: message needs fields codes and scale")
+        # integer codes in [0, 2^bits) (no fractional or bool codes), finite float32 scales
+        codes = expect_tensor(fields, "codes", "quant", high=(1 << bits) - 1)
+        if codes.dim() < 1:
+            raise WireFormatError("quant: codes must have a batch dimension")
         groups = self._groups(tuple(codes.shape))
-        if scale.dtype != torch.float32 or tuple(scale.shape) != (*groups, 2):
-            raise WireFormatError(
-                f"quant: scale of shape {tuple(scale.shape)} for codes of shape "
-                f"{tuple(codes.shape)} (expected {(*groups, 2)} float32)"
-            )
-        if not torch.isfinite(scale).all() or bool((scale[..., 1] < 0).any()):
-            raise WireFormatError("quant: scales must be finite with a non-negative step")
-        if codes.numel():
-            lo, hi = torch.aminmax(codes)
-            if int(lo) < 0 or int(hi) >= (1 << bits):
-                raise WireFormatError(f"quant: codes outside [0, 2^{bits})")
+        scale = expect_tensor(fields, "scale", "quant", shape=(*groups, 2), dtype=torch.float32)
+        if bool((scale[..., 1] < 0).any()):
+            raise WireFormatError("quant: scales must have a non-negative step")
         s = scale.reshape(-1, 2)
         rows = codes.reshape(s.shape[0], -1).float()
         return torch.addcmul(s[:, :1], rows, s[:, 1:]).reshape(codes.shape)

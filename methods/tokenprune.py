@@ -47,6 +47,7 @@ class TokenPrune(Method):
     eval_compressed = "same per-sample token selection as training"
     deployment_policy = "raw"
     rate_param = ("ratio", (0.5, 0.25, 0.1))
+    field_categories = {}  # no fields of its own
 
     def tokens(self, n: int) -> int:
         p = self.cut.prefix_tokens if self.cut else 1

@@ -50,7 +50,7 @@ def _encode(spec="adc:xi=0.25", seed=0, B=16, training=True, labels=None):
 
 
 def test_shapes_T_k_d_and_soft_labels_sum_to_one():
-    p, h, att, y, ctx, msg, z = _encode()
+    p, h, att, y, ctx, msg, z = _encode("adc:xi=0.25,labels=soft")
     adc = p.stages[0]
     T, k = adc.clusters(16), adc.tokens(17)
     assert (T, k) == (8, 8)
@@ -61,7 +61,7 @@ def test_shapes_T_k_d_and_soft_labels_sum_to_one():
 
 
 def test_merge_is_member_mean_on_shared_tokens_and_cls_always_kept():
-    p, h, att, y, ctx, msg, z = _encode()
+    p, h, att, y, ctx, msg, z = _encode("adc:xi=0.25,labels=soft")
     T, k = z.shape[:2]
     # rebuild from the soft labels' structure is not possible; use the method's own K-means again
     from adcbench.methods.adc import kmeans
@@ -97,13 +97,14 @@ def test_gradient_spread_is_g_over_cluster_size_on_selected_rows():
 
 
 def test_hard_labels_rebuild_the_same_soft_targets_and_cost_less():
-    p_soft, *_, msg_soft, _ = _encode("adc:xi=0.25")
-    p_hard, *_, msg_hard, _ = _encode("adc:xi=0.25,labels=hard")
+    p_soft, *_, msg_soft, _ = _encode("adc:xi=0.25,labels=soft")
+    p_hard, *_, msg_hard, _ = _encode("adc:xi=0.25")  # hard is the default
+    assert "0.y" in msg_hard and "0.soft" not in msg_hard
     t_soft = Context(True, CUT)
     p_soft.decode_forward(p_soft.unpack(p_soft.pack(msg_soft)), t_soft)
     t_hard = Context(True, CUT)
     p_hard.decode_forward(p_hard.unpack(p_hard.pack(msg_hard)), t_hard)
-    assert torch.allclose(t_soft.targets, t_hard.targets)
+    assert torch.equal(t_soft.targets, t_hard.targets)  # bit-identical targets
     b_soft, b_hard = breakdown(p_soft.pack(msg_soft)), breakdown(p_hard.pack(msg_hard))
     assert b_hard["labels"] + b_hard["side"] < b_soft["labels"]
     assert b_hard["side"] == (16 * 3 + 7) // 8  # 16 cluster ids of ceil(log2 8) = 3 bits
@@ -152,7 +153,16 @@ def test_kmeans_repairs_empty_clusters_deterministically():
 
 
 def test_batch_rate_one_skips_clustering():
-    p, h, att, y, ctx, msg, z = _encode("adc:xi=0.25,batch_rate=1")
+    p, h, att, y, ctx, msg, z = _encode("adc:xi=0.25,batch_rate=1,labels=soft")
     assert z.shape[0] == 16
     soft = msg["0.soft"]
     assert torch.equal(soft, F.one_hot(y, 5).float())
+
+
+def test_hard_labels_without_merging_send_no_cluster_ids():
+    """T = B: sample i is cluster i, so only the packed labels travel (3 bits for 5 classes)."""
+    p, h, att, y, ctx, msg, z = _encode("adc:xi=0.25,batch_rate=1")
+    assert set(msg) == {"0.y", "1.x"} and msg.fields["0.y"].bits == 3
+    t = Context(True, CUT)
+    p.decode_forward(p.unpack(p.pack(msg)), t)
+    assert torch.equal(t.targets, F.one_hot(y, 5).float())

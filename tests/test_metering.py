@@ -8,9 +8,10 @@ from adcbench.train.roles import Client, Server
 from adcbench.transport import Loopback
 from adcbench.wire import Message
 
-# framing of a `none` forward message: 7 (magic, version, count) + field "1.x" (1+3+1+1+1+3*4)
-# + field "y" (1+1+1+1+1+4) + 4 (crc) = 39 bytes; backward: 7 + "1.g" (19) + 4 = 30 bytes.
-NONE_FWD_FRAMING, NONE_BWD_FRAMING = 39, 30
+# framing of a `none` forward message: 6 (magic, version, count) + field "1.x" (name length, 3, kind
+# byte, dtype, three 1-byte varint dims: 9) + field "y" (1+1+1+1 + 1: 5) + 4 (crc) = 24 bytes;
+# backward: 6 + "1.g" (9) + 4 = 19 bytes.
+NONE_FWD_FRAMING, NONE_BWD_FRAMING = 24, 19
 
 
 def _parties(spec: str, B: int = 8, classes: int = 10):
@@ -39,9 +40,15 @@ def test_none_bytes_per_sample_exact():
     for s in range(3):
         _step(client, server, t, x, y, s)
     m = t.meter
-    assert m.bytes["fwd"] == 3 * (B * (4 * n * d + 1) + NONE_FWD_FRAMING)  # uint8 labels: 1 byte each
+    labels = B * 4 // 8  # 10 classes: 4-bit labels
+    assert m.bytes["fwd"] == 3 * (B * 4 * n * d + labels + NONE_FWD_FRAMING)
     assert m.bytes["bwd"] == 3 * (B * 4 * n * d + NONE_BWD_FRAMING)
-    assert m.parts["fwd"] == {"payload": 3 * B * 4 * n * d, "side": 0, "labels": 3 * B, "framing": 3 * NONE_FWD_FRAMING}
+    assert m.parts["fwd"] == {
+        "payload": 3 * B * 4 * n * d,
+        "side": 0,
+        "labels": 3 * labels,
+        "framing": 3 * NONE_FWD_FRAMING,
+    }
 
 
 def test_label_type_grows_with_class_count():
@@ -49,8 +56,8 @@ def test_label_type_grows_with_class_count():
     client, server, pipeline = _parties("none", B, classes=1000)
     t = Loopback()
     _step(client, server, t, torch.randn(B, 1, 8, 8), torch.randint(0, 1000, (B,)))
-    assert t.meter.parts["fwd"]["labels"] == 2 * B  # uint16
-    assert pipeline.analytic_bytes(B)[0] == B * 4 * 17 * 32 + 2 * B
+    assert t.meter.parts["fwd"]["labels"] == (10 * B + 7) // 8  # ceil(log2 1000) = 10 bits each
+    assert pipeline.analytic_bytes(B)[0] == B * 4 * 17 * 32 + (10 * B + 7) // 8
 
 
 def test_server_computes_on_decoded_bytes_only():
@@ -71,7 +78,7 @@ def test_server_computes_on_decoded_bytes_only():
 def _ctx(pipeline):
     from adcbench.core.method import Context
 
-    return Context(False, pipeline.cut)
+    return Context(True, pipeline.cut)
 
 
 def test_client_parameters_receive_gradient_through_the_wire():

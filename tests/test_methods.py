@@ -86,20 +86,26 @@ def test_quant_rejects_codes_wider_than_bits() -> None:
 # --------------------------------------------------------------------------------------------
 # topk / randtopk
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("ratio,field", [(0.05, "idx"), (0.5, "mask")])
-def test_topk_keeps_largest_magnitudes_and_picks_cheaper_support(ratio: float, field: str) -> None:
+@pytest.mark.parametrize("ratio,field", [(0.001, "idx"), (0.05, "gaps"), (0.2, "gaps"), (0.5, None), (0.8, "gaps")])
+def test_topk_keeps_largest_magnitudes_and_picks_cheapest_support(ratio: float, field: str) -> None:
+    from adcbench.wire import gap_code_nbytes
+
     p = stage(f"topk:ratio={ratio}")
     x = torch.randn(4, 17, 32)
     out, data = through_wire(p, x)
-    k = round(ratio * 17 * 32)
+    D = 17 * 32
+    k = max(1, round(ratio * D))
     flat, rec = x.reshape(4, -1), out.reshape(4, -1)
     thresh = flat.abs().topk(k, dim=1).values[:, -1:]
     assert torch.equal(rec, torch.where(flat.abs() >= thresh, flat, torch.zeros(())))
     msg = Message.decode(data)
-    assert f"0.{field}" in msg
-    D = 17 * 32
-    expect = math.ceil(4 * D / 8) if field == "mask" else math.ceil(4 * k * bits_for(D) / 8)
-    assert breakdown(data)["side"] == expect == min(math.ceil(4 * D / 8), math.ceil(4 * k * bits_for(D) / 8))
+    assert field is None or f"0.{field}" in msg  # at k = D/2 bitmap and gap code are within a byte
+    keep = flat.abs() >= thresh
+    coded = keep if k <= D - k else ~keep  # the gap code carries the smaller of the two sets
+    pos = coded.nonzero()[:, 1].reshape(4, -1).numpy()
+    sizes = {"mask": math.ceil(4 * D / 8), "idx": math.ceil(4 * k * bits_for(D) / 8), "gaps": gap_code_nbytes(pos, D)}
+    assert breakdown(data)["side"] == min(sizes.values())
+    assert sizes[next(n for n in msg)[2:]] == min(sizes.values())
 
 
 def test_topk_gradient_only_on_support_and_values_only() -> None:
@@ -113,15 +119,44 @@ def test_topk_gradient_only_on_support_and_values_only() -> None:
     assert breakdown(bwd)["side"] == 0 and breakdown(bwd)["payload"] == 4 * BATCH * k
 
 
-def test_topk_rejects_out_of_range_indices() -> None:
+def _bad_supports(N: int, D: int, k: int) -> dict[str, tuple[str, Field]]:
+    """Crafted supports, each well-formed on the wire but not a valid set of k positions per row."""
+    from adcbench.wire import gap_encode
+
+    good = torch.arange(k).expand(N, k).clone()
+    out_of_range, unsorted, duplicate = good.clone(), good.clone(), good.clone()
+    out_of_range[:, -1] = D + 5
+    unsorted[:, [0, 1]] = unsorted[:, [1, 0]]
+    duplicate[:, 1] = duplicate[:, 0]
+    mask = torch.zeros(N, D, dtype=torch.uint8)
+    mask[:, : k + 1] = 1  # one too many per row
+    beyond = good.numpy().copy()
+    beyond[:, -1] = D  # the gap code of a set whose last position is D
+    return {
+        "idx out of range": ("idx", Field.packed(out_of_range, bits_for(D) + 1)),
+        "idx unsorted": ("idx", Field.packed(unsorted, bits_for(D))),
+        "idx duplicate": ("idx", Field.packed(duplicate, bits_for(D))),
+        "idx wrong count": ("idx", Field.packed(good[:, :-1], bits_for(D))),
+        "mask wrong count": ("mask", Field.packed(mask, 1)),
+        "mask not bits": ("mask", Field.packed(mask * 2, 2)),
+        "gaps beyond D": ("gaps", Field.raw(gap_encode(beyond, D))),
+        "gaps truncated": ("gaps", Field.raw(gap_encode(good.numpy(), D)[:-1])),
+        "gaps as a tensor": ("gaps", Field.packed(good, bits_for(D))),
+        "two supports": ("mask", Field.packed(torch.zeros(N, D, dtype=torch.uint8), 1)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_supports(2, 17 * 32, 27)))
+def test_topk_rejects_every_invalid_support(case: str) -> None:
     p = stage("topk:ratio=0.05")
     msg, _ = p.encode_forward(torch.randn(2, 17, 32), ctx())
-    idx = msg.fields["0.idx"]
-    bad = idx.value.clone()
-    bad[:, -1] = 17 * 32 + 5  # still increasing, but outside the sample
-    msg.fields["0.idx"] = Field.packed(bad, idx.bits + 1)
+    D, k = 17 * 32, 27
+    assert "0.gaps" in msg
+    name, field = _bad_supports(2, D, k)[case]
+    fields = {key: f for key, f in msg.fields.items() if key != "0.gaps" or case == "two supports"}
+    fields[f"0.{name}"] = field
     with pytest.raises(WireFormatError):
-        p.decode_forward(p.unpack(p.pack(msg)), ctx())
+        p.decode_forward(p.unpack(p.pack(Message(fields))), ctx())
 
 
 def test_randtopk_samples_outside_topk_only_in_training() -> None:

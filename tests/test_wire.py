@@ -47,8 +47,8 @@ def test_packed_round_trip_and_exact_size(bits):
     v = torch.randint(0, 2**bits, (1001,), dtype=torch.int64) if bits < 63 else None
     enc = Message({"c": Field.packed(v, bits)}).encode()
     assert torch.equal(Message.decode(enc)["c"], v)
-    # 7 header + (1 + 1 + 1 + 1 + 1 + 4) field header + data + 4 crc
-    assert len(enc) == 7 + 9 + packed_nbytes(1001, bits) + 4
+    # 6 header + (1 name_len + 1 name + 1 category/kind/ndim + 1 bits + 2 varint dim) + data + 4 crc
+    assert len(enc) == 6 + 6 + packed_nbytes(1001, bits) + 4
 
 
 def test_pack_rejects_values_too_wide():
@@ -105,10 +105,10 @@ def test_structurally_bad_messages_with_valid_crc_are_rejected():
         Message.decode(_reseal(body[:4] + b"\x09" + body[5:]))
     with pytest.raises(WireFormatError, match="trailing"):
         Message.decode(_reseal(body + b"\x00"))
-    with pytest.raises(WireFormatError, match="dtype"):  # dtype code byte after name_len, name, kind
-        Message.decode(_reseal(body[:10] + b"\x63" + body[11:]))
-    with pytest.raises(WireFormatError, match="truncated"):  # claim a huge dimension
-        Message.decode(_reseal(body[:12] + struct.pack("<I", 2**31) + body[16:]))
+    with pytest.raises(WireFormatError, match="dtype"):  # dtype code byte after count, name_len, name, kind
+        Message.decode(_reseal(body[:9] + b"\x63" + body[10:]))
+    with pytest.raises(WireFormatError, match="limit"):  # claim a huge dimension (LEB128 2**31)
+        Message.decode(_reseal(body[:10] + b"\x80\x80\x80\x80\x08" + body[11:]))
 
 
 @settings(max_examples=200, deadline=None)

@@ -26,7 +26,8 @@ from torch import nn
 
 from adcbench.core.params import Param, format_spec, resolve_params
 from adcbench.core.registry import Registry
-from adcbench.wire import Category, Field
+from adcbench.errors import WireFormatError
+from adcbench.wire import Category, Field, Message, bits_for, packed_nbytes
 
 METHODS: Registry[type[Method]] = Registry("method", "adcbench.methods", "adcbench.methods")
 register_method = METHODS.register
@@ -86,6 +87,14 @@ class Method:
     # The knob that sets the rate and 2-3 values from mild to tight (bytes must strictly fall
     # along them); the contract tests and the benchmark sweep it. None: no rate knob.
     rate_param: ClassVar[tuple[str, tuple[Any, ...]] | None] = None
+    # The category of every field this stage may send, by name (without the stage prefix). The
+    # receiving pipeline rejects a field whose name is not declared or whose category on the wire
+    # differs, so the byte breakdown of an accepted message is the method's, not the sender's.
+    # None: not declared (unchecked; the contract tests require a declaration).
+    field_categories: ClassVar[Mapping[str, Category] | None] = None
+    # True: payload + side + labels on the wire == analytic_forward/backward exactly. False: the
+    # stage's size depends on the data (entropy-coded positions) and the analytic size is a bound.
+    exact_size: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         self.config: dict[str, Any] = resolve_params(self.params, params, f"method {self.registry_name}")
@@ -154,10 +163,51 @@ class Method:
 
 
 # --------------------------------------------------------------------------------------------
+# Field validation: one helper every decoder uses, so a new method gets the checks for free
+# --------------------------------------------------------------------------------------------
+def expect_tensor(
+    fields: Decoded,
+    name: str,
+    who: str,
+    *,
+    shape: tuple[int, ...] | None = None,
+    ndim: int | None = None,
+    dtype: torch.dtype | None = None,
+    integer: bool = False,
+    low: int | None = 0,
+    high: int | None = None,
+) -> torch.Tensor:
+    """Field `name` as a tensor, or WireFormatError naming `who` and what is wrong.
+
+    Checks, in this order and before any computation on the values: present and a tensor; dtype
+    (`dtype` exactly, or any integer type except bool when `integer` or a bound is given); shape
+    or ndim; integer values within [low, high]; floating values finite."""
+    t = fields.get(name)
+    if not isinstance(t, torch.Tensor):
+        raise WireFormatError(f"{who}: field {name!r} missing or not a tensor")
+    if dtype is not None and t.dtype != dtype:
+        raise WireFormatError(f"{who}: field {name!r} is {t.dtype}, expected {dtype}")
+    integer = integer or high is not None
+    if integer and (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool):
+        raise WireFormatError(f"{who}: field {name!r} must hold integers, not {t.dtype}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise WireFormatError(f"{who}: field {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    if ndim is not None and t.dim() != ndim:
+        raise WireFormatError(f"{who}: field {name!r} has {t.dim()} dims, expected {ndim}")
+    if integer and t.numel():
+        lo, hi = torch.aminmax(t if t.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32) else t.long())
+        if (low is not None and int(lo) < low) or (high is not None and int(hi) > high):
+            raise WireFormatError(f"{who}: field {name!r} has values outside [{low}, {high}]")
+    if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+        raise WireFormatError(f"{who}: field {name!r} holds NaN or infinite values")
+    return t
+
+
+# --------------------------------------------------------------------------------------------
 # Labels (sent by the pipeline unless a stage sends them itself)
 # --------------------------------------------------------------------------------------------
 def label_dtype(num_classes: int) -> torch.dtype:
-    """Smallest integer type that holds every class index."""
+    """Smallest integer type that holds every class index (predictions in memory)."""
     if num_classes <= 256:
         return torch.uint8
     if num_classes <= 65536:
@@ -165,9 +215,37 @@ def label_dtype(num_classes: int) -> torch.dtype:
     return torch.int32
 
 
+def label_bits(num_classes: int) -> int:
+    """ceil(log2 C): the bits one class index needs on the wire."""
+    return bits_for(num_classes)
+
+
 def label_field(labels: torch.Tensor, num_classes: int) -> Field:
-    return Field.tensor(labels.to(label_dtype(num_classes)), Category.LABELS)
+    """Class indices packed at ceil(log2 C) bits each (7 bits for 100 classes)."""
+    return Field.packed(labels, label_bits(num_classes), Category.LABELS)
 
 
 def label_nbytes(batch: int, num_classes: int) -> int:
-    return batch * torch.empty((), dtype=label_dtype(num_classes)).element_size()
+    return packed_nbytes(batch, label_bits(num_classes))
+
+
+def read_labels(fields: Decoded, name: str, who: str, batch: int | None, num_classes: int) -> torch.Tensor:
+    """Decoded class indices (int64, shape (batch,) or any length when None) in [0, C)."""
+    y = expect_tensor(fields, name, who, ndim=1, high=num_classes - 1)
+    if batch is not None and y.shape[0] != batch:
+        raise WireFormatError(f"{who}: {y.shape[0]} labels for {batch} samples")
+    return y.long()
+
+
+def prediction_message(pred: torch.Tensor, num_classes: int) -> bytes:
+    """The server's evaluation answer: predicted classes, packed like labels."""
+    return Message({"pred": label_field(pred, num_classes)}).encode()
+
+
+def read_predictions(data: bytes, batch: int, num_classes: int) -> torch.Tensor:
+    """Inverse of `prediction_message`, checked: exactly `batch` class indices in [0, C), so a
+    1-element or (B, 1) answer cannot broadcast against the labels."""
+    msg = Message.decode(data)
+    if list(msg) != ["pred"] or msg.fields["pred"].category != Category.LABELS:
+        raise WireFormatError(f"prediction message must hold exactly the labels field 'pred', got {list(msg)}")
+    return read_labels(msg, "pred", "predictions", batch, num_classes)

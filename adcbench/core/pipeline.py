@@ -23,10 +23,11 @@ from adcbench.core.method import (
     Method,
     label_field,
     label_nbytes,
+    read_labels,
 )
 from adcbench.core.params import Param, parse_spec
 from adcbench.errors import ParamError, WireFormatError
-from adcbench.wire import Message
+from adcbench.wire import Category, Message
 
 DEFAULT_TERMINAL = "float"
 
@@ -193,9 +194,18 @@ class Pipeline:
         return data
 
     def unpack(self, data: bytes) -> Message:
+        """Bytes -> Message, with every field's name and category checked against the stages'
+        declarations and every float field checked finite (WireFormatError otherwise)."""
         for lz in reversed(self.lossless):
             data = lz.decompress(data)
-        return Message.decode(data)
+        msg = Message.decode(data)
+        _check_fields(msg, self.stages)
+        return msg
+
+    @property
+    def exact_size(self) -> bool:
+        """True when `analytic_bytes` is the exact payload + side + labels (else an upper bound)."""
+        return all(s.exact_size for s in self.stages)
 
     # -- client ---------------------------------------------------------------------------------
     def encode_forward(self, h: torch.Tensor, ctx: Context) -> tuple[Message, torch.Tensor]:
@@ -216,7 +226,12 @@ class Pipeline:
 
     def decode_backward(self, msg: Message, ctx: Context) -> torch.Tensor:
         last = len(self.stages) - 1
-        return self.stages[last].decode_backward(_local(msg, last), ctx)
+        if "y" in msg:
+            raise WireFormatError("a gradient message carries no labels")
+        grad = self.stages[last].decode_backward(_local(msg, last), ctx)
+        if not isinstance(grad, torch.Tensor) or not grad.dtype.is_floating_point or not torch.isfinite(grad).all():
+            raise WireFormatError(f"{self.stages[last].registry_name}: gradient is not a finite float tensor")
+        return grad
 
     # -- server ---------------------------------------------------------------------------------
     def input_shapes(self, training: bool) -> list[tuple[int, ...]]:
@@ -241,14 +256,10 @@ class Pipeline:
             x = self.stages[i].decode_forward(_local(msg, i), x, ctx)
             _check_shape(x, self.stages[i].output_shape(shapes[i], ctx.training), self.stages[i])
         targets = ctx.targets
+        if "y" in msg and (targets is not None or not ctx.training):
+            raise WireFormatError("labels sent twice, or with an evaluation message")
         if targets is None and "y" in msg:
-            y = msg["y"]
-            C = ctx.cut.num_classes
-            if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
-                raise WireFormatError("labels must be a vector of integer class indices")
-            targets = y.long()  # uint16/uint32 have no min/max kernels; int64 holds every label type
-            if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= C):
-                raise WireFormatError(f"labels must be class indices in [0, {C})")
+            targets = read_labels(msg, "y", "labels", x.shape[0], ctx.cut.num_classes)
         return x, leaf, targets
 
     def encode_backward(self, grad: torch.Tensor, ctx: Context) -> Message:
@@ -360,6 +371,33 @@ def _check_shape(x: torch.Tensor, shape: tuple[int, ...], stage: Method) -> None
         raise WireFormatError(
             f"{stage.registry_name}: decoded a tensor of shape {got}, expected (batch, {', '.join(map(str, shape))})"
         )
+    if x.shape[0] == 0 or not torch.isfinite(x.detach()).all():  # e.g. finite codes times a huge scale
+        raise WireFormatError(f"{stage.registry_name}: decoded an empty batch or non-finite values")
+
+
+def _check_fields(msg: Message, stages: list[Method]) -> None:
+    """Names and categories as the stages declare them; float fields finite."""
+    for name, f in msg.fields.items():
+        index, _, local = name.partition(".")
+        if name == "y":
+            expected = Category.LABELS
+        elif index.isdigit() and int(index) < len(stages) and str(int(index)) == index:
+            declared = stages[int(index)].field_categories
+            if declared is None:  # undeclared stage: name and category unchecked
+                expected = f.category
+            elif local not in declared:
+                raise WireFormatError(f"{stages[int(index)].registry_name} sends no field {local!r}")
+            else:
+                expected = declared[local]
+        else:
+            raise WireFormatError(f"unexpected field {name!r} for this method")
+        if f.category != expected:
+            raise WireFormatError(
+                f"field {name!r} is marked {f.category.name.lower()}, the method sends it as {expected.name.lower()}"
+            )
+        v = f.value
+        if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and not bool(torch.isfinite(v).all()):
+            raise WireFormatError(f"field {name!r} holds NaN or infinite values")
 
 
 def _local(msg: Message, index: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from adcbench.core.method import Cut
+from adcbench.core.method import Cut, read_predictions
 from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import SCHEMA, append_record, config_hash, provenance
 from adcbench.data.imagetask import loader_workers
@@ -41,7 +41,6 @@ from adcbench.train.evaluation import eval_progress, say_warmstart
 from adcbench.train.identity import build_task, identity, run_id
 from adcbench.train.roles import Client, Server
 from adcbench.transport import Loopback, Meter, Transport
-from adcbench.wire import Message
 
 __all__ = [
     "EVAL_POLICIES",
@@ -238,8 +237,8 @@ def evaluate(
         for x, y in loader:
             transport.send("eval_fwd", p.client.forward_eval(x, pipe))
             transport.send("eval_bwd", p.server.predict(transport.recv("eval_fwd"), pipe))
-            pred = Message.decode(transport.recv("eval_bwd"))["pred"]
-            correct += int((pred.long() == y).sum())  # type: ignore[union-attr]
+            pred = read_predictions(transport.recv("eval_bwd"), len(y), p.client.cut.num_classes)
+            correct += int((pred == y.to(pred.device)).sum())
             total += len(y)
             bar.update(1)
     return correct / total, (transport.meter.bytes["eval_fwd"] - before) / total

@@ -16,15 +16,24 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from adcbench.core.method import Context, Cut, label_dtype
+from adcbench.core.method import Context, Cut, prediction_message
 from adcbench.core.pipeline import Pipeline
 from adcbench.errors import TrainingDivergedError, WireFormatError
 from adcbench.model.split import ClientNet, ServerNet
-from adcbench.wire import Category, Field, Kind, Message
+from adcbench.wire import Category, Kind, Message
 
 
 def _params(net: torch.nn.Module, pipeline: Pipeline, side: str) -> list[torch.nn.Parameter]:
     return list(net.parameters()) + [p for m in pipeline.modules(side) for p in m.parameters()]
+
+
+def _check_grads(opt: torch.optim.Optimizer, source: str) -> None:
+    """Finite (but huge) values on the wire can still overflow in backpropagation: refuse the
+    update rather than write inf/NaN into the weights."""
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+        opt.zero_grad(set_to_none=True)
+        raise WireFormatError(f"{source} makes the parameter gradients non-finite; update refused")
 
 
 def _to(msg: Message, device: torch.device) -> Message:
@@ -87,6 +96,8 @@ class Client:
         self.net.train()
         self.pipeline.train(True)
         h, attention = self._net(x)
+        if not torch.isfinite(h.detach()).all():  # our own divergence: never send it as a payload
+            raise TrainingDivergedError(f"client activations became non-finite (loss became NaN) at step {step}")
         ctx = Context(True, self.cut, step, self.generator, labels=y.to(self.device), attention=attention)
         msg, self._carrier = self.pipeline.encode_forward(h, ctx)
         self._ctx, self.stats, self.sent = ctx, ctx.stats, payload_dtypes(msg)
@@ -106,9 +117,11 @@ class Client:
                 f"gradient of shape {tuple(grad.shape)} for a tensor of shape {tuple(self._carrier.shape)}"
             )
         self.opt.zero_grad(set_to_none=True)
-        self._carrier.backward(self.amp.scaler.scale(grad.to(self._carrier.dtype)))
+        carrier, self._carrier, self._ctx = self._carrier, None, None  # the graph is used up below
+        carrier.backward(self.amp.scaler.scale(grad.to(carrier.dtype)))
+        if not self.amp.scaler.is_enabled():  # fp16: an overflowing step is the scaler's to skip
+            _check_grads(self.opt, "the gradient message")
         self.amp.step(self.opt)
-        self._carrier = self._ctx = None
 
     @torch.no_grad()
     def forward_eval(self, x: torch.Tensor, pipeline: Pipeline) -> bytes:
@@ -159,6 +172,8 @@ class Server:
             )
         self.opt.zero_grad(set_to_none=True)
         self.amp.scaler.scale(loss).backward()
+        if not self.amp.scaler.is_enabled():
+            _check_grads(self.opt, "the forward message")
         assert leaf.grad is not None
         grad = leaf.grad / self.amp.scaler.get_scale() if self.amp.scaler.is_enabled() else leaf.grad
         self.amp.step(self.opt)  # after the unscaling above: update() changes the scale
@@ -175,6 +190,4 @@ class Server:
         server_in, _, _ = pipeline.decode_forward(_to(pipeline.unpack(data), self.device), ctx)
         with self.amp.autocast():
             pred = self.net(server_in).argmax(dim=1)
-        return Message(
-            {"pred": Field.tensor(pred.to(label_dtype(self.cut.num_classes)).cpu(), Category.LABELS)}
-        ).encode()
+        return prediction_message(pred.cpu(), self.cut.num_classes)

@@ -5,7 +5,7 @@ Owns `Message`/`Field` (format.py), exact-width bit packing (bits.py) and lossle
 only `adcbench.errors`, numpy and torch; every other layer may import it.
 """
 
-from .bits import bits_for, pack_bits, packed_nbytes, unpack_bits
+from .bits import bits_for, pack_bits, packed_nbytes, unpack_bits, unpacked_dtype
 from .containers import (
     CONTAINER_HEADER,
     CONTAINER_MAGIC,
@@ -27,6 +27,8 @@ from .format import (
     Message,
     breakdown,
 )
+from .gaps import gap_code_nbytes, gap_decode, gap_encode, golomb_parameter
+from .limits import Limits, get_limits, set_limits
 
 __all__ = [
     "BREAKDOWN_KEYS",
@@ -42,12 +44,20 @@ __all__ = [
     "Codec",
     "Field",
     "Kind",
+    "Limits",
     "Message",
     "bits_for",
     "breakdown",
     "compress_container",
     "decompress_container",
+    "gap_code_nbytes",
+    "gap_decode",
+    "gap_encode",
+    "get_limits",
+    "golomb_parameter",
     "pack_bits",
     "packed_nbytes",
+    "set_limits",
     "unpack_bits",
+    "unpacked_dtype",
 ]

@@ -59,28 +59,40 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
     return out.tobytes()[: packed_nbytes(count, bits)]
 
 
+def unpacked_dtype(bits: int) -> np.dtype:
+    """The smallest signed-safe integer type for `bits`-bit values (uint8 up to 8 bits), so a
+    1-bit field does not unpack to 8 bytes per value (64x its wire size)."""
+    if bits <= 8:
+        return np.dtype(np.uint8)
+    if bits <= 15:
+        return np.dtype(np.int16)
+    return np.dtype(np.int32) if bits <= 31 else np.dtype(np.int64)
+
+
 def unpack_bits(data: bytes | memoryview, count: int, bits: int) -> np.ndarray:
+    """`count` values of `bits` bits, as `unpacked_dtype(bits)`."""
+    dt = unpacked_dtype(bits)
     if bits in (8, 16, 32):
-        return np.frombuffer(data, dtype=f"<u{bits // 8}", count=count).astype(np.int64)
+        return np.frombuffer(data, dtype=f"<u{bits // 8}", count=count).astype(dt)
     buf = np.frombuffer(data, dtype=np.uint8)
     if bits == 1:
-        return np.unpackbits(buf, count=count, bitorder="little").astype(np.int64)
+        return np.unpackbits(buf, count=count, bitorder="little")
     if bits in (2, 4):
         per, mask = 8 // bits, np.uint8((1 << bits) - 1)
         out = np.empty((len(buf), per), dtype=np.uint8)
         for p in range(per):
             np.bitwise_and(buf >> np.uint8(p * bits), mask, out=out[:, p])
-        return out.ravel()[:count].astype(np.int64)
+        return out.ravel()[:count].copy()
     groups = -(-count // 8)
     full = np.zeros(groups * bits, dtype=np.uint8)
     n = min(len(buf), full.size)
     full[:n] = buf[:n]
     rows = full.reshape(groups, bits)
     mask = np.uint64((1 << bits) - 1)
-    out = np.empty((groups, 8), dtype=np.int64)
+    out = np.empty((groups, 8), dtype=dt)
     for p, first, off in _group_layout(bits):
         w = np.zeros(groups, dtype=np.uint64)
         for j in range((off + bits + 7) // 8):
             w |= rows[:, first + j].astype(np.uint64) << np.uint64(8 * j)
-        out[:, p] = ((w >> np.uint64(off)) & mask).astype(np.int64)
+        out[:, p] = ((w >> np.uint64(off)) & mask).astype(dt)
     return out.ravel()[:count]

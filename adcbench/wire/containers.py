@@ -6,7 +6,11 @@ import enum
 import struct
 import zlib
 
+import zstandard
+
 from adcbench.errors import WireFormatError
+
+from .limits import Limits, get_limits
 
 # --------------------------------------------------------------------------------------------
 # Lossless container: an encoded message (or container) compressed as a whole
@@ -17,7 +21,7 @@ from adcbench.errors import WireFormatError
 # 1 = zlib, 2 = zstd. Integrity: the inner message carries its own CRC32; zlib adds Adler-32.
 CONTAINER_MAGIC = b"ADCZ"
 CONTAINER_HEADER = len(CONTAINER_MAGIC) + 1 + 4
-MAX_INNER_BYTES = 1 << 31  # refuse to inflate beyond 2 GiB (decompression bombs)
+MAX_INNER_BYTES = 1 << 31  # the u32 length field; the receiver's bound is Limits.max_message_bytes
 
 
 class Codec(enum.IntEnum):
@@ -32,8 +36,6 @@ def compress_container(data: bytes, codec: Codec, level: int) -> bytes:
     if codec == Codec.ZLIB:
         body = zlib.compress(data, level)
     elif codec == Codec.ZSTD:
-        import zstandard
-
         body = zstandard.ZstdCompressor(level=level, write_content_size=False).compress(data)
     else:
         body = data
@@ -42,8 +44,15 @@ def compress_container(data: bytes, codec: Codec, level: int) -> bytes:
     return CONTAINER_MAGIC + struct.pack("<BI", int(codec), len(data)) + body
 
 
-def decompress_container(data: bytes, expect: Codec | None = None) -> bytes:
-    """Inverse of `compress_container`; `expect` also accepts STORED. WireFormatError on bad bytes."""
+def decompress_container(data: bytes, expect: Codec | None = None, limits: Limits | None = None) -> bytes:
+    """Inverse of `compress_container`; `expect` also accepts STORED. WireFormatError on bad bytes.
+    The declared inner length is checked against `limits.max_message_bytes` first, and both codecs
+    inflate in one bounded pass that stops at that length (no decompression bombs)."""
+    lim = get_limits(limits)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise WireFormatError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > lim.max_message_bytes:
+        raise WireFormatError(f"container of {len(data)} bytes exceeds the limit of {lim.max_message_bytes}")
     data = bytes(data)
     if len(data) < CONTAINER_HEADER or data[: len(CONTAINER_MAGIC)] != CONTAINER_MAGIC:
         raise WireFormatError("not a lossless container (bad magic bytes or truncated header)")
@@ -54,8 +63,8 @@ def decompress_container(data: bytes, expect: Codec | None = None) -> bytes:
         raise WireFormatError(f"unknown lossless algorithm {code}") from None
     if expect is not None and codec not in (expect, Codec.STORED):
         raise WireFormatError(f"expected a {expect.name.lower()} container, got {codec.name.lower()}")
-    if length >= MAX_INNER_BYTES:
-        raise WireFormatError(f"lossless container claims {length} inner bytes")
+    if length > lim.max_message_bytes:
+        raise WireFormatError(f"lossless container claims {length} inner bytes (limit {lim.max_message_bytes})")
     body = data[CONTAINER_HEADER:]
     try:
         if codec == Codec.STORED:
@@ -66,14 +75,11 @@ def decompress_container(data: bytes, expect: Codec | None = None) -> bytes:
             if not d.eof or d.unused_data or d.unconsumed_tail:
                 raise WireFormatError("zlib stream truncated or followed by extra bytes")
         else:
-            import zstandard
-
-            # Bounded first (raises if the frame is truncated or inflates past `length`), then a
-            # streaming pass that sees trailing bytes, which the one-shot call ignores.
-            inner = zstandard.ZstdDecompressor().decompress(body, max_output_size=max(1, length))
-            d = zstandard.ZstdDecompressor().decompressobj()
-            if d.decompress(body) != inner or not d.eof or d.unused_data:
-                raise WireFormatError("zstd frame truncated or followed by extra bytes")
+            # One pass, bounded by the declared length; raises if the frame is truncated, would
+            # inflate past `length`, or is followed by extra bytes.
+            inner = zstandard.ZstdDecompressor().decompress(
+                body, max_output_size=max(1, length), allow_extra_data=False
+            )
     except WireFormatError:
         raise
     except Exception as exc:  # zlib.error, zstandard.ZstdError, MemoryError on absurd frames

@@ -4,22 +4,28 @@ Every byte that would cross the client<->server cut goes through `Message.encode
 receiver computes only on what `Message.decode` returns, so what is counted is what is used.
 No pickle: the format is a small, documented, little-endian binary layout (docs/wire-format.md).
 
-    message  := MAGIC "ADCW" | u8 version | u16 field_count | field* | u32 crc32(all before)
-    field    := u8 name_len | name (ASCII) | u8 (category << 4 | kind) | body
-    TENSOR   := u8 dtype | u8 ndim | u32 dim * ndim | data (prod(dims) * itemsize bytes)
-    PACKED   := u8 bits | u8 ndim | u32 dim * ndim | data (ceil(prod(dims) * bits / 8) bytes)
-    BYTES    := u32 length | data
+    message  := MAGIC "ADCW" | u8 version | u8 field_count | field* | u32 crc32(all before)
+    field    := u8 name_len | name (ASCII) | u8 (category << 6 | kind << 4 | ndim) | body
+    TENSOR   := u8 dtype | uvar dim * ndim | data (prod(dims) * itemsize bytes)
+    PACKED   := u8 bits | uvar dim * ndim | data (ceil(prod(dims) * bits / 8) bytes)
+    BYTES    := uvar length | data
+    uvar     := unsigned LEB128, canonical, at most 5 bytes (< 2**32)
 
 PACKED holds unsigned integers of `bits` bits each (1..32), bit-packed LSB-first, so an n-bit
 quantization code or a log2(N)-bit index costs exactly n bits on the wire. The category
-(payload / side information / labels) travels in the field's kind byte, which lets a meter
-break a message's size down without trusting the sender's bookkeeping.
+(payload / side information / labels) travels in the field's kind byte; the receiving method
+checks it against the category it declares for that field (`Method.field_categories`), so a
+breakdown of an accepted message cannot be falsified by the sender.
+
+Every declared size is checked against `Limits` (message bytes, elements per field, container
+depth) and against the bytes actually present before anything is allocated.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import re
 import struct
 import zlib
@@ -32,10 +38,11 @@ from adcbench.errors import WireFormatError
 
 from .bits import pack_bits, packed_nbytes, unpack_bits
 from .containers import CONTAINER_MAGIC, decompress_container
+from .limits import Limits, get_limits, uvar, uvar_nbytes
 
 MAGIC = b"ADCW"
-VERSION = 1
-MAX_FIELDS = 256
+VERSION = 2  # 2: u8 field count, LEB128 dims and lengths (v1: u16 count, u32 dims)
+MAX_FIELDS = 255
 MAX_NDIM = 8
 MAX_PACKED_BITS = 32
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
@@ -152,37 +159,38 @@ class Message:
     def encode(self) -> bytes:
         if len(self.fields) > MAX_FIELDS:
             raise ValueError("too many fields")
-        parts: list[bytes] = [MAGIC, struct.pack("<BH", VERSION, len(self.fields))]
+        parts: list[bytes] = [MAGIC, struct.pack("<BB", VERSION, len(self.fields))]
         for name, f in self.fields.items():
             if not _NAME_RE.match(name):
                 raise ValueError(f"invalid field name {name!r}")
             parts.append(struct.pack("<B", len(name)) + name.encode("ascii"))
-            parts.append(struct.pack("<B", (int(f.category) << 4) | int(f.kind)))
+            ndim = f.value.dim() if isinstance(f.value, torch.Tensor) else 0
+            if ndim > MAX_NDIM:
+                raise ValueError(f"field {name!r}: more than {MAX_NDIM} dims")
+            parts.append(struct.pack("<B", (int(f.category) << 6) | (int(f.kind) << 4) | ndim))
             if f.kind == Kind.BYTES:
                 assert isinstance(f.value, bytes)
-                parts.append(struct.pack("<I", len(f.value)))
+                parts.append(uvar(len(f.value)))
                 parts.append(f.value)
                 continue
             t = f.value
             assert isinstance(t, torch.Tensor)
             t = t.detach()
-            if t.dim() > MAX_NDIM:
-                raise ValueError(f"field {name!r}: more than {MAX_NDIM} dims")
-            shape = struct.pack(f"<{t.dim()}I", *t.shape)
+            shape = b"".join(uvar(n) for n in t.shape)
             if f.kind == Kind.TENSOR:
                 code = _DTYPE_CODE[t.dtype]
-                parts.append(struct.pack("<BB", code, t.dim()) + shape)
+                parts.append(struct.pack("<B", code) + shape)
                 parts.append(_tensor_bytes(t, _DTYPES[code][1]))
             else:
-                parts.append(struct.pack("<BB", f.bits, t.dim()) + shape)
+                parts.append(struct.pack("<B", f.bits) + shape)
                 parts.append(pack_bits(t.cpu().numpy(), f.bits))
         body = b"".join(parts)
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
-    def decode(cls, data: bytes) -> Message:
+    def decode(cls, data: bytes, limits: Limits | None = None) -> Message:
         msg = cls()
-        for name, _, _, f in _parse(data, materialize=True):
+        for name, _, _, f in _parse(data, materialize=True, limits=get_limits(limits)):
             assert f is not None
             msg.fields[name] = f
         return msg
@@ -197,29 +205,37 @@ def _tensor_bytes(t: torch.Tensor, np_dtype: str) -> bytes:
     return t.numpy().astype(np_dtype, copy=False).tobytes()
 
 
-def breakdown(data: bytes) -> dict[str, int]:
+def breakdown(data: bytes, limits: Limits | None = None, _depth: int = 0) -> dict[str, int]:
     """Bytes of an encoded message by category; `framing` is headers + names + CRC.
     The values sum to len(data). A lossless container (`ADCZ`) reports the breakdown of the
     message inside it plus `lossless` = len(container) - len(inner message), so payload, side and
-    labels stay the uncompressed information bytes. Raises WireFormatError on malformed bytes."""
+    labels stay the uncompressed information bytes. Raises WireFormatError on malformed bytes,
+    and on containers nested deeper than `limits.max_depth`."""
+    lim = get_limits(limits)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise WireFormatError(f"expected bytes, got {type(data).__name__}")
     if bytes(data[: len(CONTAINER_MAGIC)]) == CONTAINER_MAGIC:
-        inner = decompress_container(data)
-        out = breakdown(inner)
+        if _depth >= lim.max_depth:
+            raise WireFormatError(f"lossless containers nested deeper than {lim.max_depth}")
+        inner = decompress_container(data, limits=lim)
+        out = breakdown(inner, lim, _depth + 1)
         out["lossless"] = out.get("lossless", 0) + len(data) - len(inner)
         return out
     out = dict.fromkeys(BREAKDOWN_KEYS, 0)
-    for _, category, nbytes, _ in _parse(data, materialize=False):
+    for _, category, nbytes, _ in _parse(data, materialize=False, limits=lim):
         out[category.name.lower()] += nbytes
     out["framing"] = len(data) - out["payload"] - out["side"] - out["labels"]
     return out
 
 
-def _checked_body(data: bytes) -> memoryview:
-    """The message body (header and fields) after checking type, magic, CRC, version and count."""
+def _checked_body(data: bytes, limits: Limits) -> memoryview:
+    """The message body (header and fields) after checking type, size, magic, CRC, version, count."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WireFormatError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > limits.max_message_bytes:
+        raise WireFormatError(f"message of {len(data)} bytes exceeds the limit of {limits.max_message_bytes}")
     data = bytes(data)
-    if len(data) < len(MAGIC) + 3 + 4:
+    if len(data) < len(MAGIC) + 2 + 4:
         raise WireFormatError(f"message truncated: {len(data)} bytes is shorter than any header")
     if data[:4] != MAGIC:
         raise WireFormatError("not an adcbench message (bad magic bytes)")
@@ -227,7 +243,7 @@ def _checked_body(data: bytes) -> memoryview:
     body, (crc,) = memoryview(data)[:-4], struct.unpack("<I", data[-4:])
     if zlib.crc32(body) != crc:
         raise WireFormatError("message corrupted or truncated (CRC mismatch)")
-    version, count = struct.unpack_from("<BH", body, 4)
+    version, count = struct.unpack_from("<BB", body, 4)
     if version != VERSION:
         raise WireFormatError(f"unsupported wire format version {version} (this build reads {VERSION})")
     if count > MAX_FIELDS:
@@ -238,8 +254,8 @@ def _checked_body(data: bytes) -> memoryview:
 class _Reader:
     """A cursor over a message body; every read is bounds-checked and names what it was reading."""
 
-    def __init__(self, body: memoryview, pos: int) -> None:
-        self.body, self.pos = body, pos
+    def __init__(self, body: memoryview, pos: int, limits: Limits) -> None:
+        self.body, self.pos, self.limits = body, pos, limits
 
     def take(self, n: int, what: str) -> memoryview:
         if n < 0 or self.pos + n > len(self.body):
@@ -250,6 +266,18 @@ class _Reader:
 
     def unpack(self, fmt: str, what: str) -> tuple[int, ...]:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+
+    def uvar(self, what: str) -> int:
+        """A canonical unsigned LEB128 below 2**32 (at most 5 bytes, no redundant zero groups)."""
+        value = 0
+        for i in range(5):
+            (b,) = self.unpack("<B", what)
+            value |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                if (b == 0 and i > 0) or value >> 32 or uvar_nbytes(value) != i + 1:
+                    raise WireFormatError(f"{what}: non-canonical or oversized varint")
+                return value
+        raise WireFormatError(f"{what}: varint longer than 5 bytes")
 
     def name(self, seen: set[str]) -> str:
         (nlen,) = self.unpack("<B", "field name length")
@@ -262,13 +290,14 @@ class _Reader:
         seen.add(name)
         return name
 
-    def shape(self, name: str) -> tuple[int, int, tuple[int, ...], int]:
-        """(dtype code or bit width, ndim, shape, element count) of a TENSOR or PACKED field."""
-        code_or_bits, ndim = self.unpack("<BB", f"header of {name!r}")
-        if ndim > MAX_NDIM:
-            raise WireFormatError(f"field {name!r}: {ndim} dims exceeds {MAX_NDIM}")
-        shape = self.unpack(f"<{ndim}I", f"shape of {name!r}")
-        return code_or_bits, ndim, shape, int(np.prod(shape, dtype=np.int64)) if ndim else 1
+    def shape(self, name: str, ndim: int) -> tuple[int, tuple[int, ...], int]:
+        """(dtype code or bit width, shape, element count) of a TENSOR or PACKED field."""
+        (code_or_bits,) = self.unpack("<B", f"header of {name!r}")
+        shape = tuple(self.uvar(f"shape of {name!r}") for _ in range(ndim))
+        numel = math.prod(shape)  # Python ints: no int64 overflow
+        if numel > self.limits.max_elements:
+            raise WireFormatError(f"field {name!r}: {numel} elements exceeds the limit of {self.limits.max_elements}")
+        return code_or_bits, shape, numel
 
 
 def _tensor_from(raw: memoryview, name: str, code: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -287,14 +316,16 @@ def _tensor_from(raw: memoryview, name: str, code: int, shape: tuple[int, ...]) 
 def _parse_field(r: _Reader, name: str, materialize: bool) -> tuple[Category, int, Field | None]:
     (kc,) = r.unpack("<B", f"kind of {name!r}")
     try:
-        kind, category = Kind(kc & 0x0F), Category(kc >> 4)
+        kind, category, ndim = Kind((kc >> 4) & 0x3), Category(kc >> 6), kc & 0x0F
     except ValueError:
         raise WireFormatError(f"field {name!r}: unknown kind/category byte {kc:#04x}") from None
+    if ndim > (0 if kind == Kind.BYTES else MAX_NDIM):
+        raise WireFormatError(f"field {name!r}: {ndim} dims exceeds the limit for its kind")
     if kind == Kind.BYTES:
-        (length,) = r.unpack("<I", f"length of {name!r}")
+        length = r.uvar(f"length of {name!r}")
         raw = r.take(length, f"data of {name!r}")
         return category, length, (Field(kind, category, bytes(raw)) if materialize else None)
-    code_or_bits, _, shape, numel = r.shape(name)
+    code_or_bits, shape, numel = r.shape(name, ndim)
     if kind == Kind.TENSOR:
         if code_or_bits not in _DTYPES:
             raise WireFormatError(f"field {name!r}: unknown dtype code {code_or_bits}")
@@ -313,11 +344,11 @@ def _parse_field(r: _Reader, name: str, materialize: bool) -> tuple[Category, in
     return category, nbytes, Field(kind, category, vals, bits)
 
 
-def _parse(data: bytes, materialize: bool) -> Iterator[tuple[str, Category, int, Field | None]]:
+def _parse(data: bytes, materialize: bool, limits: Limits) -> Iterator[tuple[str, Category, int, Field | None]]:
     """Walk and validate a message; yields (name, category, data bytes, Field or None)."""
-    body = _checked_body(data)
-    (count,) = struct.unpack_from("<H", body, 5)
-    r, seen = _Reader(body, 7), set()
+    body = _checked_body(data, limits)
+    count = body[5]
+    r, seen = _Reader(body, 6, limits), set()
     for _ in range(count):
         name = r.name(seen)
         category, nbytes, field = _parse_field(r, name, materialize)
