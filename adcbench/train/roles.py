@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from adcbench.core.method import Context, Cut, label_dtype
 from adcbench.core.pipeline import Pipeline
 from adcbench.errors import TrainingDivergedError, WireFormatError
-from adcbench.model.split import ClientNet, ServerNet
+from adcbench.model.split import ClientNet, Select, ServerNet
 from adcbench.wire import Category, Field, Message
 
 
@@ -25,11 +25,32 @@ def _to(msg: Message, device: torch.device) -> Message:
     return msg
 
 
+def _selector(pipeline: Pipeline, ctx: Context, enabled: bool) -> Select | None:
+    """The row-skipping callback for the client net: records the attention in `ctx` and asks the
+    method which cut rows it reads (None: the method reads them all, or skipping is off)."""
+    if not (enabled and pipeline.selects_rows):
+        return None
+
+    def select(attention: torch.Tensor) -> torch.Tensor | None:
+        ctx.attention = attention
+        return pipeline.select_rows(ctx)
+
+    return select
+
+
 class Client:
     def __init__(
-        self, net: ClientNet, pipeline: Pipeline, cut: Cut, lr: float, seed: int, device: torch.device
+        self,
+        net: ClientNet,
+        pipeline: Pipeline,
+        cut: Cut,
+        lr: float,
+        seed: int,
+        device: torch.device,
+        row_skip: bool = True,
     ) -> None:
         self.net, self.pipeline, self.cut, self.device = net, pipeline, cut, device
+        self.row_skip = row_skip  # compute the last client block only on the rows a method sends
         self.opt = torch.optim.Adam(_params(net, pipeline, "client"), lr=lr)
         self.generator = torch.Generator().manual_seed(seed)  # method randomness (K-means init, ...)
         self._carrier: torch.Tensor | None = None
@@ -39,8 +60,8 @@ class Client:
     def forward(self, x: torch.Tensor, y: torch.Tensor, step: int) -> bytes:
         self.net.train()
         self.pipeline.train(True)
-        h, attention = self.net(x.to(self.device))
-        ctx = Context(True, self.cut, step, self.generator, labels=y.to(self.device), attention=attention)
+        ctx = Context(True, self.cut, step, self.generator, labels=y.to(self.device))
+        h, ctx.attention = self.net(x.to(self.device), _selector(self.pipeline, ctx, self.row_skip))
         msg, self._carrier = self.pipeline.encode_forward(h, ctx)
         self._ctx, self.stats = ctx, ctx.stats
         return self.pipeline.pack(msg)
@@ -62,8 +83,8 @@ class Client:
         """Evaluation message: no labels (the client keeps them and scores the predictions)."""
         self.net.eval()
         pipeline.train(False)
-        h, attention = self.net(x.to(self.device))
-        ctx = Context(False, self.cut, 0, self.generator, attention=attention)
+        ctx = Context(False, self.cut, 0, self.generator)
+        h, ctx.attention = self.net(x.to(self.device), _selector(pipeline, ctx, self.row_skip))
         msg, _ = pipeline.encode_forward(h, ctx)
         return pipeline.pack(msg)
 
