@@ -135,7 +135,12 @@ class ADC(Method):
         z = (weights @ gathered.reshape(B, k * d)).reshape(T, k, d)
         ctx.labels_sent = True
         ctx.stats.update(
-            {"adc.T": T, "adc.k": k, "adc.empty_clusters": empty, "adc.max_cluster": int(weights.count_nonzero(1).max())}
+            {
+                "adc.T": T,
+                "adc.k": k,
+                "adc.empty_clusters": empty,
+                "adc.max_cluster": int(weights.count_nonzero(1).max()),
+            }
         )
         return self._label_fields(ctx, assign, weights, T), z
 

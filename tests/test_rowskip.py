@@ -3,6 +3,8 @@ is the same computation as the full block -- same messages, loss and gradients t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from _harness import CLASSES, CPU, SPLIT, TINY, Harness, one_thread  # noqa: F401
@@ -14,7 +16,13 @@ from adcbench.model.split import cut_shape, split_vit
 from adcbench.train.roles import Client, Server
 from adcbench.wire import Message
 
-SKIPPING = ["adc:xi=0.1", "adc:xi=0.3,labels=hard", "adc-token:xi=0.25", "tokenprune:ratio=0.25", "adc:xi=0.1+quant:bits=8"]
+SKIPPING = [
+    "adc:xi=0.1",
+    "adc:xi=0.3,labels=hard",
+    "adc-token:xi=0.25",
+    "tokenprune:ratio=0.25",
+    "adc:xi=0.1+quant:bits=8",
+]
 ALL_ROWS = ["none", "topk:ratio=0.1", "adc-batch:xi=0.5"]
 
 
@@ -92,3 +100,57 @@ def test_dropout_in_the_last_block_runs_it_whole():
     h = _make("adc:xi=0.1", True, attn_drop_rate=0.1)
     assert not h.client.net.can_skip_rows
     assert _make("adc:xi=0.1", True).client.net.can_skip_rows
+
+
+def _strip(record: dict) -> dict:
+    """The record's numbers: everything but timings, provenance and the runtime choices."""
+    drop = {"wall_s", "provenance", "runtime", "record_file"}
+    rec = {k: v for k, v in record.items() if k not in drop}
+    rec["history"] = [{k: v for k, v in h.items() if k != "wall_s"} for h in record["history"]]
+    return rec
+
+
+def _assert_same_record(on: dict, off: dict) -> None:
+    assert on["runtime"]["row_skip"] and not off["runtime"]["row_skip"]
+    a, b = _strip(on), _strip(off)
+    for h_on, h_off in zip(a.pop("history"), b.pop("history")):
+        assert h_on.pop("train_loss") == pytest.approx(h_off.pop("train_loss"), rel=1e-5)
+        assert h_on == h_off  # bytes, breakdowns, accuracies, method stats
+    a["final"].pop("train_loss"), b["final"].pop("train_loss")
+    assert a == b
+
+
+@pytest.mark.parametrize("spec", ["adc:xi=0.1"])
+def test_digits_records_are_the_same(spec):
+    from adcbench.train import RunConfig, run
+
+    records = [
+        run(
+            RunConfig(
+                method=spec, task="digits", max_steps=3, eval_every=3, out=None, progress=False, threads=1, row_skip=rs
+            )
+        )
+        for rs in (True, False)
+    ]
+    _assert_same_record(*records)
+
+
+CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpg"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not (CIFAR / "cifar10-jpg-train.tar.gz").is_file(), reason="no ../shared/data/cifar10-jpg")
+def test_cifar10_steps_are_the_same():
+    from adcbench.train import RunConfig
+    from adcbench.train.loop import build_parties, train_step
+    from adcbench.transport import Loopback
+
+    losses = []
+    for rs in (True, False):
+        cfg = RunConfig(method="adc:xi=0.1", task="cifar10", data=str(CIFAR), out=None, threads=1, row_skip=rs)
+        p = build_parties(cfg)
+        transport, batches = Loopback(), iter(p.train_loader)
+        losses.append([train_step(p, transport, *next(batches), step) for step in range(3)])
+        losses[-1].append(dict(transport.meter.bytes))
+    assert losses[0][:3] == pytest.approx(losses[1][:3], rel=1e-5)
+    assert losses[0][3] == losses[1][3]

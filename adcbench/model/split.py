@@ -62,9 +62,7 @@ class ClientNet(nn.Module):
 
         return hook
 
-    def forward(
-        self, x: torch.Tensor, select: Select | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, select: Select | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns (h: B×n×d activations at the cut, CLS attention B×n or None). With `select`
         (and a block that qualifies, `can_skip_rows`), only the selected rows of h are computed."""
         v = self.vit

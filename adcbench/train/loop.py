@@ -29,6 +29,7 @@ from adcbench.model.backbones import build_backbone
 from adcbench.model.split import cut_shape, split_vit
 from adcbench.train.config import EVAL_POLICIES, RunConfig, resolve
 from adcbench.train.roles import Client, Server
+from adcbench.train.runtime import compile_blocks, set_threads
 from adcbench.transport import Loopback, Meter, Transport
 from adcbench.wire import Message
 
@@ -67,6 +68,7 @@ class Parties:
     eval_loader: DataLoader
     eval_name: str
     model_info: dict[str, Any]
+    runtime: dict[str, Any] = dataclasses.field(default_factory=dict)  # threads, compile, row_skip
 
 
 def _device(cfg: RunConfig) -> torch.device:
@@ -82,10 +84,7 @@ def build_parties(cfg: RunConfig) -> Parties:
     pipeline = Pipeline.from_spec(cfg.method)
     settings = resolve(cfg, task)
     device = _device(cfg)
-    if cfg.threads is not None:
-        if cfg.threads < 1:
-            raise ParamError(f"threads={cfg.threads} is out of range; valid: integer >= 1")
-        torch.set_num_threads(cfg.threads)
+    runtime = {**set_threads(cfg.threads), "compile": cfg.compile, "row_skip": cfg.row_skip}
     init = cfg.init or task.default_init
     seed_everything(cfg.seed)
 
@@ -113,6 +112,9 @@ def build_parties(cfg: RunConfig) -> Parties:
     }
     client_net, server_net = split_vit(vit, settings["split"], capture_attention=pipeline.needs_attention)
     client_net.to(device), server_net.to(device)
+    if cfg.compile:
+        compile_blocks(client_net, server_net)
+    runtime["row_skip"] = cfg.row_skip and pipeline.selects_rows and client_net.can_skip_rows
     n, d = cut_shape(client_net, task.image_size, task.in_chans)
     cut = Cut(n, d, task.num_classes, bs, client_net.num_prefix_tokens)
     pipeline.setup(cut)
@@ -127,12 +129,13 @@ def build_parties(cfg: RunConfig) -> Parties:
         pipeline,
         raw_pipeline,
         cut,
-        Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device),
+        Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device, row_skip=cfg.row_skip),
         Server(server_net, pipeline, cut, settings["lr"], cfg.seed, device),
         train_loader,
         eval_loader,
         splits.eval_name,
         model_info,
+        runtime,
     )
 
 
@@ -157,6 +160,7 @@ def new_record(cfg: RunConfig, p: Parties) -> dict[str, Any]:
         "data_info": p.task.data_info(),
         "analytic_bytes_per_step": dict(zip(("fwd", "bwd"), p.pipeline.analytic_bytes(p.settings["batch_size"]))),
         "provenance": provenance(cfg.device),
+        "runtime": p.runtime,  # how the machine was used; not identity (same numbers either way)
         "status": "running",
         "history": [],
     }
