@@ -1,10 +1,31 @@
-"""`adcbench methods` and `adcbench tasks`: the registries."""
+"""`adcbench methods` and `adcbench tasks`: the registries, read from the cached catalog
+(cli/catalog.py), so listing them imports neither torch nor the data stack."""
 
 from __future__ import annotations
+
+import fnmatch
 
 import click
 
 from adcbench.cli.app import _fail, main
+from adcbench.cli.catalog import catalog, names, params
+
+
+def _entries(kind: str, pattern: str) -> dict[str, dict]:
+    """name -> catalog entry; a plugin the catalog could not describe is described live."""
+    matched = [n for n in names(kind) if fnmatch.fnmatchcase(n, pattern)]
+    if not matched:
+        _fail(f"no {kind} matches {pattern!r}; known: {', '.join(names(kind))}")
+    known = catalog()[kind]
+    missing = [n for n in matched if n not in known]
+    if missing:
+        from adcbench.cli.catalog import _describe
+        from adcbench.core.method import METHODS
+        from adcbench.data.task import TASKS
+
+        reg = METHODS if kind == "method" else TASKS
+        known = {**known, **{n: _describe(reg.get(n), kind) for n in missing}}
+    return {n: known[n] for n in matched}
 
 
 @main.command()
@@ -12,44 +33,34 @@ from adcbench.cli.app import _fail, main
 @click.option("--verbose", "-v", is_flag=True, help="Show parameters with defaults and ranges.")
 def methods(pattern: str, verbose: bool) -> None:
     """List registered compression methods (wildcards allowed: `adc*`)."""
-    from adcbench.core.method import METHODS
-
-    names = METHODS.names(pattern)
-    if not names:
-        _fail(f"no method matches {pattern!r}; known: {', '.join(METHODS.names())}")
-    detailed = verbose or len(names) == 1
-    for name in names:
-        cls = METHODS.get(name)
-        click.echo(f"{name:<14} {cls.description}")
+    entries = _entries("method", pattern)
+    detailed = verbose or len(entries) == 1
+    for name, e in entries.items():
+        click.echo(f"{name:<14} {e['description']}")
+        ps = params(e)
         if not detailed:
-            if cls.params:
-                click.echo("    " + " ".join(f"{p.name}={p.default}" for p in cls.params))
+            if ps:
+                click.echo("    " + " ".join(f"{p.name}={p.default}" for p in ps))
             continue
-        for p in cls.params:
+        for p in ps:
             click.echo(f"    {p.name}={p.default}  ({p.range_text()}) {p.help}")
-        if getattr(cls, "rate_param", None):
-            knob, values = cls.rate_param
+        if e.get("rate_param"):
+            knob, values = e["rate_param"]
             click.echo(f"    rate knob: {knob} (e.g. {', '.join(map(str, values))})")
-        if hasattr(cls, "eval_compressed"):
-            click.echo(f"    eval (compressed policy): {cls.eval_compressed}")
+        if e.get("eval_compressed") is not None:
+            click.echo(f"    eval (compressed policy): {e['eval_compressed']}")
 
 
 @main.command()
 @click.argument("pattern", default="*")
 def tasks(pattern: str) -> None:
     """List registered tasks with their source and defaults."""
-    from adcbench.data.task import TASKS
-
-    names = TASKS.names(pattern)
-    if not names:
-        _fail(f"no task matches {pattern!r}; known: {', '.join(TASKS.names())}")
-    for name in names:
-        cls = TASKS.get(name)
-        env = f", env {cls.data_env}" if cls.data_env else ""
-        click.echo(f"{name:<14} {cls.description}")
+    for name, e in _entries("task", pattern).items():
+        env = f", env {e['data_env']}" if e["data_env"] else ""
+        click.echo(f"{name:<14} {e['description']}")
         click.echo(
-            f"    {cls.num_classes} classes, {cls.image_size}px, {cls.arch} split {cls.split_index}, "
-            f"batch {cls.batch_size}, lr {cls.lr:g}, {cls.epochs} epochs; source: {cls.source}{env}"
+            f"    {e['num_classes']} classes, {e['image_size']}px, {e['arch']} split {e['split_index']}, "
+            f"batch {e['batch_size']}, lr {e['lr']:g}, {e['epochs']} epochs; source: {e['source']}{env}"
         )
-        for p in cls.params:
+        for p in params(e):
             click.echo(f"    {p.name}={p.default}  ({p.range_text()}) {p.help}")

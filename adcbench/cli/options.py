@@ -107,8 +107,19 @@ def run_options(f: Callable) -> Callable:
     return f
 
 
+def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
+    """Names, parameters and the byte budget, from the cached catalog: a typo costs no torch
+    import. Returns the budget in bytes."""
+    from adcbench.cli.catalog import check
+
+    check("method", method)
+    check("task", kw["task_spec"])
+    return parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None
+
+
 def _config(method: str, seed: int, kw: dict[str, Any]):
-    from adcbench.train.loop import RunConfig
+    budget = check_inputs(method, kw)
+    from adcbench.train.config import RunConfig
 
     task, task_params = _task_spec(kw["task_spec"])
     return RunConfig(
@@ -118,7 +129,7 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
         data=kw["data"],
         seed=seed,
         epochs=kw["epochs"],
-        budget_bytes=parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None,
+        budget_bytes=budget,
         budget_accounting=kw["budget_accounting"],
         max_steps=kw["max_steps"],
         batch_size=kw["batch_size"],

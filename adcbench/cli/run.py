@@ -21,6 +21,7 @@ from adcbench.cli.options import _config, _report, run_options
 @run_options
 def run(method: str, seed: int, **kw: Any) -> None:
     """Train one configuration over the metered wire and append its record to OUT/<task>.jsonl."""
+    cfg = _config(method, seed, kw)  # checks names and parameters before the heavy imports
     from adcbench.train.loop import run as run_training
 
-    _report(run_training(_config(method, seed, kw)))
+    _report(run_training(cfg))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from adcbench.cli.app import main
-from adcbench.cli.options import _config, _report, run_options
+from adcbench.cli.options import _config, _report, check_inputs, run_options
 
 
 def expand(spec: str) -> list[str]:
@@ -33,11 +33,13 @@ def expand(spec: str) -> list[str]:
 @run_options
 def sweep(methods: tuple[str, ...], seeds: str, rerun: bool, **kw: Any) -> None:
     """Run a grid of methods × seeds, skipping configurations already completed in OUT."""
+    seed_list = _parse_seeds(seeds)
+    specs = [s for m in methods for s in expand(m)]
+    for spec in specs:  # every spec checked before the heavy imports (and before the first run)
+        check_inputs(spec, kw)
     from adcbench.core.records import read_records
     from adcbench.train.loop import run as run_training
 
-    seed_list = _parse_seeds(seeds)
-    specs = [s for m in methods for s in expand(m)]
     done: set[tuple[str, str, int]] = set()
     out = Path(kw["out"])
     if not rerun and out.exists():

@@ -29,7 +29,7 @@ from adcbench.model.backbones import build_backbone
 from adcbench.model.split import cut_shape, split_vit
 from adcbench.train.config import EVAL_POLICIES, RunConfig, resolve
 from adcbench.train.roles import Client, Server
-from adcbench.train.runtime import compile_blocks, set_threads
+from adcbench.train.runtime import compile_blocks, set_threads, warn_if_oversubscribed
 from adcbench.transport import Loopback, Meter, Transport
 from adcbench.wire import Message
 
@@ -290,6 +290,7 @@ def run(cfg: RunConfig, transport: Transport | None = None) -> dict[str, Any]:
     """Train one configuration; append its record to `cfg.out/<task>.jsonl`; return the record."""
     p = build_parties(cfg)
     record = new_record(cfg, p)
+    warn_if_oversubscribed(p.runtime)
     transport = transport or Loopback()
     stop, history = StopRule(p.settings, record), _History(p, record, transport)
     steps_per_epoch = len(p.train_loader)

@@ -64,14 +64,13 @@ def default_threads(cores: float | None = None, concurrent: int | None = None) -
 
 
 def set_threads(requested: int | None) -> dict[str, Any]:
-    """Apply `--threads` or the default; warn once if the machine is already oversubscribed."""
+    """Apply `--threads` or the default; say what was chosen and why (the record's `runtime`)."""
     if requested is not None and requested < 1:
         raise ParamError(f"threads={requested} is out of range; valid: integer >= 1")
     cores = available_cores()
     threads = requested if requested is not None else default_threads(cores)
     torch.set_num_threads(threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    _warn_if_oversubscribed(threads, cores, load)
     return {
         "threads": threads,
         "threads_from": "--threads" if requested is not None else "available cores / concurrent runs",
@@ -81,8 +80,11 @@ def set_threads(requested: int | None) -> dict[str, Any]:
     }
 
 
-def _warn_if_oversubscribed(threads: int, cores: float, load: float | None) -> None:
+def warn_if_oversubscribed(runtime: dict[str, Any]) -> None:
+    """Once per process, when training starts (after every input was checked): a load average
+    that leaves fewer cores than threads means the run's timings will suffer."""
     global _warned
+    threads, cores, load = runtime["threads"], runtime["cores_available"], runtime["load_1min"]
     if _warned or load is None or load + threads <= cores + 0.5:
         return
     _warned = True
@@ -91,7 +93,7 @@ def _warn_if_oversubscribed(threads: int, cores: float, load: float | None) -> N
         f"load average {load:.1f} on {cores:g} available cores: this run ({threads} torch thread(s)) "
         f"competes for CPU and may run several times slower{hint}",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=2,
     )
 
 
