@@ -112,6 +112,8 @@ def _strip(record: dict) -> dict:
 
 def _assert_same_record(on: dict, off: dict) -> None:
     assert on["runtime"]["row_skip"] and not off["runtime"]["row_skip"]
+    assert on["runtime"]["threads"] == 1 and on["runtime"]["threads_from"] == "--threads"
+    assert on["runtime"]["compile"] is False and on["config_hash"] == off["config_hash"]
     a, b = _strip(on), _strip(off)
     for h_on, h_off in zip(a.pop("history"), b.pop("history")):
         assert h_on.pop("train_loss") == pytest.approx(h_off.pop("train_loss"), rel=1e-5)
