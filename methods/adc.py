@@ -112,28 +112,50 @@ class ADC(Method):
         return self.config["xi"]
 
     # -- client ---------------------------------------------------------------------------------
-    def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
+    def select_rows(self, ctx: Context) -> torch.Tensor:
+        """Each sample's rows: its cluster's token set (training) or its own top tokens (eval)."""
+        ctx.plan = self._plan(ctx)
+        return ctx.plan[-1]
+
+    def _plan(self, ctx: Context) -> tuple:
+        """(T, assign, #empty, weights, idx, rows) in training, (idx, rows) at eval: every decision
+        of the step, from the attention alone."""
         if ctx.attention is None:
             raise RuntimeError("adc needs the client's attention scores (ctx.attention)")
-        B, n, d = x.shape
         s = ctx.attention.detach().float()
+        B, n = s.shape
         k = self.tokens(n)
         if not ctx.training:
             idx = self._top_tokens(s, k)  # per sample
-            return {}, x.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
+            return idx, idx
         T = self.clusters(B)
         if T == B:  # every sample its own cluster: no clustering needed
             assign, empty = torch.arange(B, device=x.device), 0
         else:
             assign, empty = kmeans(s, T, self.config["kmeans_iters"], self.config["kmeans_tol"], ctx.generator)
-        member = F.one_hot(assign, T).to(x.dtype)  # B×T
+        member = F.one_hot(assign, T).to(s.dtype)  # B×T
         weights = (member / member.sum(0, keepdim=True)).T  # T×B, rows: unweighted member mean
         idx = self._top_tokens(weights @ s, k)  # T×k, from each cluster's mean attention profile
-        gathered = x.gather(1, idx[assign].unsqueeze(-1).expand(-1, -1, d))  # B×k×d
+        return T, assign, empty, weights, idx, idx[assign]
+
+    def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
+        B, n, d = x.shape
+        plan = ctx.plan if ctx.plan is not None else self._plan(ctx)
+        if not ctx.training:
+            return {}, x.gather(1, plan[-1].unsqueeze(-1).expand(-1, -1, d))
+        T, assign, empty, weights, idx, rows = plan
+        k = idx.shape[1]
+        weights = weights.to(x.dtype)
+        gathered = x.gather(1, rows.unsqueeze(-1).expand(-1, -1, d))  # B×k×d
         z = (weights @ gathered.reshape(B, k * d)).reshape(T, k, d)
         ctx.labels_sent = True
         ctx.stats.update(
-            {"adc.T": T, "adc.k": k, "adc.empty_clusters": empty, "adc.max_cluster": int(member.sum(0).max())}
+            {
+                "adc.T": T,
+                "adc.k": k,
+                "adc.empty_clusters": empty,
+                "adc.max_cluster": int(weights.count_nonzero(1).max()),
+            }
         )
         return self._label_fields(ctx, assign, weights, T), z
 

@@ -14,7 +14,7 @@ analytic size, backward and labels are ADC's (methods/adc.py, docs/methods.md).
 
 from __future__ import annotations
 
-from adcbench.core.method import register_method
+from adcbench.core.method import Method, register_method
 from adcbench.methods.adc import ADC
 
 _FIXED = ("rule", "batch_rate", "token_rate")
@@ -27,6 +27,7 @@ class ADCBatchOnly(ADC):
     params = _SHARED
     eval_compressed = "identity (no merging at eval, and every token is kept)"
     rate_param = ("xi", (0.5, 0.25, 0.125))
+    select_rows = Method.select_rows  # every token is sent: no rows to skip
 
     def rates(self) -> tuple[float, float]:
         return self.config["xi"], 1.0

@@ -60,12 +60,20 @@ class TokenPrune(Method):
     def output_shape(self, in_shape: tuple[int, ...], training: bool) -> tuple[int, ...]:
         return self.rest_shape(in_shape, training)  # the server works on the kept tokens
 
-    def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
+    def select_rows(self, ctx: Context) -> torch.Tensor:
+        """The kept tokens are the only rows read."""
+        ctx.plan = self._kept(ctx)
+        return ctx.plan
+
+    def _kept(self, ctx: Context) -> torch.Tensor:
         if ctx.attention is None:
             raise RuntimeError("tokenprune needs the client's attention scores (ctx.attention)")
-        N, n, d = x.shape
         p = self.cut.prefix_tokens if self.cut else 1
-        idx = top_tokens(ctx.attention.detach().float(), self.tokens(n), p)
+        return top_tokens(ctx.attention.detach().float(), self.tokens(ctx.attention.shape[1]), p)
+
+    def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, torch.Tensor]:
+        d = x.shape[2]
+        idx = ctx.plan if ctx.plan is not None else self._kept(ctx)
         return {}, x.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
 
     def decode_forward(self, fields: Decoded, rest: torch.Tensor | None, ctx: Context) -> torch.Tensor:

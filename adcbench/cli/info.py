@@ -1,12 +1,33 @@
-"""`adcbench methods` and `adcbench tasks`: the registries."""
+"""`adcbench methods` and `adcbench tasks`: the registries, read from the cached catalog
+(cli/catalog.py), so listing them imports neither torch nor the data stack."""
 
 from __future__ import annotations
+
+import fnmatch
 
 import click
 
 from adcbench.cli.app import _fail, main
+from adcbench.cli.catalog import catalog, names, params
 
 XI_TARGETS = (0.01, 0.05, 0.1, 0.3)
+
+
+def _entries(kind: str, pattern: str) -> dict[str, dict]:
+    """name -> catalog entry; a plugin the catalog could not describe is described live."""
+    matched = [n for n in names(kind) if fnmatch.fnmatchcase(n, pattern)]
+    if not matched:
+        _fail(f"no {kind} matches {pattern!r}; known: {', '.join(names(kind))}")
+    known = catalog()[kind]
+    missing = [n for n in matched if n not in known]
+    if missing:
+        from adcbench.cli.catalog import _describe
+        from adcbench.core.method import METHODS
+        from adcbench.data.task import TASKS
+
+        reg = METHODS if kind == "method" else TASKS
+        known = {**known, **{n: _describe(reg.get(n), kind) for n in missing}}
+    return {n: known[n] for n in matched}
 
 
 @main.command()
@@ -17,33 +38,29 @@ XI_TARGETS = (0.01, 0.05, 0.1, 0.3)
 )
 def methods(pattern: str, verbose: bool, task_spec: str) -> None:
     """List registered compression methods (wildcards allowed: `adc*`)."""
-    from adcbench.core.method import METHODS
-
-    names = METHODS.names(pattern)
-    if not names:
-        _fail(f"no method matches {pattern!r}; known: {', '.join(METHODS.names())}")
-    detailed = verbose or len(names) == 1
-    cut = _task_cut(task_spec) if len(names) == 1 else None
-    for name in names:
-        cls = METHODS.get(name)
-        click.echo(f"{name:<14} {cls.description}")
-        policy = f"deployed accuracy: {cls.deployment_policy} policy"
+    entries = _entries("method", pattern)
+    detailed = verbose or len(entries) == 1
+    cut = _task_cut(task_spec) if len(entries) == 1 else None
+    for name, e in entries.items():
+        click.echo(f"{name:<14} {e['description']}")
+        ps = params(e)
+        policy = f"deployed accuracy: {e.get('deployment_policy') or 'raw'} policy"
         if not detailed:
-            if cls.params:
-                click.echo("    " + " ".join(f"{p.name}={p.default}" for p in cls.params))
-            click.echo(f"    eval (compressed policy): {cls.eval_compressed}; {policy}")
+            if ps:
+                click.echo("    " + " ".join(f"{p.name}={p.default}" for p in ps))
+            click.echo(f"    eval (compressed policy): {e.get('eval_compressed')}; {policy}")
             continue
-        for p in cls.params:
+        for p in ps:
             click.echo(f"    {p.name}={p.default}  ({p.range_text()}) {p.help}")
-        if getattr(cls, "rate_param", None):
-            knob, values = cls.rate_param
+        if e.get("rate_param"):
+            knob, values = e["rate_param"]
             generic = "" if knob == "xi" else "; or xi= (the target wire ratio against none)"
             click.echo(f"    rate knob: {knob} (e.g. {', '.join(map(str, values))}){generic}")
-        click.echo(f"    eval (compressed policy): {cls.eval_compressed}")
+        click.echo(f"    eval (compressed policy): {e.get('eval_compressed')}")
         click.echo(f"    {policy} (the headline; the record has both)")
-        if cls.same_as:
-            click.echo(f"    same algorithm as: {cls.same_as}")
-        if cut is not None and getattr(cls, "rate_param", None):
+        if e.get("same_as"):
+            click.echo(f"    same algorithm as: {e['same_as']}")
+        if cut is not None and e.get("rate_param"):
             _xi_table(name, cut, task_spec)
 
 
@@ -85,20 +102,14 @@ def _xi_table(name: str, cut, task_spec: str) -> None:  # noqa: ANN001 (Cut: imp
 @click.argument("pattern", default="*")
 def tasks(pattern: str) -> None:
     """List registered tasks with their source and defaults."""
-    from adcbench.data.task import TASKS
-
-    names = TASKS.names(pattern)
-    if not names:
-        _fail(f"no task matches {pattern!r}; known: {', '.join(TASKS.names())}")
-    for name in names:
-        cls = TASKS.get(name)
-        env = f", env {cls.data_env}" if cls.data_env else ""
-        click.echo(f"{name:<14} {cls.description}")
+    for name, e in _entries("task", pattern).items():
+        env = f", env {e['data_env']}" if e["data_env"] else ""
+        click.echo(f"{name:<14} {e['description']}")
         click.echo(
-            f"    {_classes(cls.num_classes)}, {cls.image_size}px, {cls.arch} split {cls.split_index}, "
-            f"batch {cls.batch_size}, lr {cls.lr:g}, {cls.epochs} epochs; source: {cls.source}{env}"
+            f"    {_classes(e['num_classes'])}, {e['image_size']}px, {e['arch']} split {e['split_index']}, "
+            f"batch {e['batch_size']}, lr {e['lr']:g}, {e['epochs']} epochs; source: {e['source']}{env}"
         )
-        for p in cls.params:
+        for p in params(e):
             click.echo(f"    {p.name}={p.default}  ({p.range_text()}) {p.help}")
 
 

@@ -103,7 +103,19 @@ def run_options(f: Callable) -> Callable:
             "--threads",
             type=click.IntRange(1),
             default=None,
-            help="torch CPU threads (1 is often fastest on a busy 2-core machine).",
+            help="torch CPU threads [default: available cores / $ADCBENCH_CONCURRENT_RUNS; 1 on a busy machine].",
+        ),
+        click.option(
+            "--compile/--no-compile",
+            default=False,
+            show_default=True,
+            help="torch.compile the transformer blocks (see docs/benchmarks/speed.md).",
+        ),
+        click.option(
+            "--row-skip/--no-row-skip",
+            default=True,
+            show_default=True,
+            help="Last client block only on the cut rows the method sends (exact; adc, tokenprune).",
         ),
         click.option("--arch", default=None, help="timm ViT name overriding the task's backbone."),
         click.option(
@@ -178,7 +190,18 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
+    """Names, parameters and the byte budget, from the cached catalog: a typo costs no torch
+    import. Returns the budget in bytes."""
+    from adcbench.cli.catalog import check
+
+    check("method", method)
+    check("task", kw["task_spec"])
+    return parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None
+
+
 def _config(method: str, seed: int, kw: dict[str, Any]):
+    check_inputs(method, kw)
     from adcbench.train.config import parse_device
     from adcbench.train.loop import RunConfig
 
@@ -190,7 +213,7 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
         data=kw["data"],
         seed=seed,
         epochs=kw["epochs"],
-        budget_bytes=parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None,
+        budget_bytes=budget,
         budget_accounting=kw["budget_accounting"],
         max_steps=kw["max_steps"],
         batch_size=kw["batch_size"],
@@ -207,6 +230,8 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
         device=str(parse_device(kw["device"])),  # checked here: before any sweep, data or model
         precision=kw["precision"],
         wire_dtype=kw["wire_dtype"],
+        compile=kw["compile"],
+        row_skip=kw["row_skip"],
         out=kw["out"],
         progress=not kw["quiet"],
     )

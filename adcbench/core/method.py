@@ -61,6 +61,7 @@ class Context:
     labels_sent: bool = False
     targets: torch.Tensor | None = None  # server: (B',) int64 or (B', C) soft targets
     stats: dict[str, float] = dataclasses.field(default_factory=dict)
+    plan: Any = None  # client: what a stage's `select_rows` worked out, reused by its encode_forward
 
 
 class Method:
@@ -156,6 +157,15 @@ class Method:
         """Per-sample shape of what the server-side decode returns (default: the input's, i.e.
         the stage reconstructs its input; token selection returns its k kept tokens instead)."""
         return in_shape
+
+    def select_rows(self, ctx: Context) -> torch.Tensor | None:
+        """Client, first stage only: the rows of the cut this stage's `encode_forward` will read,
+        declared from `ctx.attention` before the last client block finishes -- a (B, m) int64
+        tensor of distinct positions per sample -- or None (default): every row. The split model
+        then computes the rest of that block only on these rows (the other rows it hands to
+        `encode_forward` are NaN). A stage may keep what it computed here (K-means, top-k) in
+        `ctx.plan`, so the step does the same work once and draws the same random numbers."""
+        return None
 
     def default_terminal(self) -> tuple[str, dict[str, Any]]:
         """Terminal stage appended when this stage ends a chain (default: float32)."""

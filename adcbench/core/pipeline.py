@@ -138,6 +138,16 @@ class Pipeline:
     def needs_attention(self) -> bool:
         return self.stages[0].needs_attention
 
+    @property
+    def selects_rows(self) -> bool:
+        """True when the first stage declares the cut rows it reads (`Method.select_rows`)."""
+        return type(self.stages[0]).select_rows is not Method.select_rows
+
+    def select_rows(self, ctx: Context) -> torch.Tensor | None:
+        """The rows of the cut the chain reads: the first stage's, since later stages see only
+        what it sends."""
+        return self.stages[0].select_rows(ctx)
+
     def nominal_ratio(self) -> float | None:
         """Product of the stages' nominal ratios (None if any stage has none)."""
         ratio = 1.0

@@ -43,7 +43,9 @@ class RunConfig:
     eval_policy: str = "both"
     val_fraction: float = 0.0
     init: str | None = None  # None: the task's default (scratch, or pretrained for paper presets)
-    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    threads: int | None = None  # torch intra-op threads (None: available cores / concurrent runs)
+    compile: bool = False  # torch.compile the transformer blocks of both halves (docs/benchmarks/speed.md)
+    row_skip: bool = True  # last client block only on the cut rows the method sends (exact)
     arch: str | None = None
     device: str = "cpu"  # cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on both halves; fp16 adds a GradScaler per side)

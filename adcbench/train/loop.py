@@ -40,6 +40,7 @@ from adcbench.train.evaluation import eval_loaders as _eval_loaders
 from adcbench.train.evaluation import eval_progress, say_warmstart
 from adcbench.train.identity import build_task, identity, run_id
 from adcbench.train.roles import Client, Server
+from adcbench.train.runtime import compile_blocks, set_threads, warn_if_oversubscribed
 from adcbench.transport import Loopback, Meter, Transport
 
 __all__ = [
@@ -78,6 +79,7 @@ class Parties:
     eval_loaders: dict[str, DataLoader]  # "history" (maybe a seeded subset) and "final" (the full split)
     eval_name: str
     model_info: dict[str, Any]
+    runtime: dict[str, Any] = dataclasses.field(default_factory=dict)  # threads, compile, row_skip
 
 
 def _device(cfg: RunConfig) -> torch.device:
@@ -136,8 +138,7 @@ def prepare(cfg: RunConfig) -> tuple[Task, Pipeline, dict[str, Any], Cut, torch.
 def build_parties(cfg: RunConfig) -> Parties:
     """Task, loaders, split model and roles; all settings are validated before any data loads."""
     task, pipeline, settings, cut, device = prepare(cfg)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    runtime = {**set_threads(cfg.threads), "compile": cfg.compile, "row_skip": cfg.row_skip}
     init = cfg.init or task.default_init
     seed_everything(cfg.seed)
 
@@ -163,6 +164,9 @@ def build_parties(cfg: RunConfig) -> Parties:
     client_net.to(device), server_net.to(device)
     if cut_shape(client_net, task.image_size, task.in_chans) != (cut.tokens, cut.dim):
         raise AdcbenchError("the backbone's cut shape differs from its skeleton's")  # an internal invariant
+    if cfg.compile:
+        compile_blocks(client_net, server_net)
+    runtime["row_skip"] = cfg.row_skip and pipeline.selects_rows and client_net.can_skip_rows
     pipeline.setup(cut)
     for side in ("client", "server"):
         for m in pipeline.modules(side):
@@ -176,12 +180,13 @@ def build_parties(cfg: RunConfig) -> Parties:
         pipeline,
         raw_pipeline,
         cut,
-        Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device, dtype),
+        Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device, dtype, row_skip=cfg.row_skip),
         Server(server_net, pipeline, cut, settings["lr"], cfg.seed, device, dtype),
         train_loader,
         eval_loaders,
         splits.eval_name,
         model_info,
+        runtime,
     )
 
 
@@ -200,6 +205,7 @@ def new_record(cfg: RunConfig, p: Parties) -> dict[str, Any]:
         "analytic_bytes_per_step": dict(zip(("fwd", "bwd"), p.pipeline.analytic_bytes(p.settings["batch_size"]))),
         "provenance": provenance(cfg.device),
         "precision": {"compute": cfg.precision, "wire_dtype": wire_dtype(cfg), "sent_fwd": [], "sent_bwd": []},
+        "runtime": p.runtime,  # how the machine was used; not identity (same numbers either way)
         "status": "running",
         "history": [],
     }
@@ -353,6 +359,7 @@ def run(cfg: RunConfig, transport: Transport | None = None, exchange: Exchange |
     """Train one configuration; append its record to `cfg.out/<task>.jsonl`; return the record."""
     p = build_parties(cfg)
     record = new_record(cfg, p)
+    warn_if_oversubscribed(p.runtime)
     transport, exchange = transport or Loopback(), exchange or Exchange()
     stop, history = StopRule(p.settings, record), _History(p, record, transport, exchange, cfg.progress)
     steps_per_epoch = len(p.train_loader)

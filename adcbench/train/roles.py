@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from adcbench.core.method import Context, Cut, prediction_message
 from adcbench.core.pipeline import Pipeline
 from adcbench.errors import TrainingDivergedError, WireFormatError
-from adcbench.model.split import ClientNet, ServerNet
+from adcbench.model.split import ClientNet, Select, ServerNet
 from adcbench.wire import Category, Kind, Message
 
 
@@ -72,6 +72,19 @@ class Amp:
         self.scaler.update()
 
 
+def _selector(pipeline: Pipeline, ctx: Context, enabled: bool) -> Select | None:
+    """The row-skipping callback for the client net: records the attention in `ctx` and asks the
+    method which cut rows it reads (None: the method reads them all, or skipping is off)."""
+    if not (enabled and pipeline.selects_rows):
+        return None
+
+    def select(attention: torch.Tensor) -> torch.Tensor | None:
+        ctx.attention = attention
+        return pipeline.select_rows(ctx)
+
+    return select
+
+
 class Client:
     def __init__(
         self,
@@ -82,10 +95,12 @@ class Client:
         seed: int,
         device: torch.device,
         dtype: torch.dtype | None = None,
+        row_skip: bool = True,
     ) -> None:
         self.net, self.pipeline, self.cut, self.device = net, pipeline, cut, device
         self.amp = Amp(dtype, device)
         self.sent: list[str] = []  # payload dtypes of the last training message
+        self.row_skip = row_skip  # compute the last client block only on the rows a method sends
         self.opt = torch.optim.Adam(_params(net, pipeline, "client"), lr=lr)
         self.generator = torch.Generator().manual_seed(seed)  # method randomness (K-means init, ...)
         self._carrier: torch.Tensor | None = None
@@ -95,18 +110,18 @@ class Client:
     def forward(self, x: torch.Tensor, y: torch.Tensor, step: int) -> bytes:
         self.net.train()
         self.pipeline.train(True)
-        h, attention = self._net(x)
+        ctx = Context(True, self.cut, step, self.generator, labels=y.to(self.device))
+        h, ctx.attention = self._net(x, _selector(self.pipeline, ctx, self.row_skip))
         if not torch.isfinite(h.detach()).all():  # our own divergence: never send it as a payload
             raise TrainingDivergedError(f"client activations became non-finite (loss became NaN) at step {step}")
-        ctx = Context(True, self.cut, step, self.generator, labels=y.to(self.device), attention=attention)
         msg, self._carrier = self.pipeline.encode_forward(h, ctx)
         self._ctx, self.stats, self.sent = ctx, ctx.stats, payload_dtypes(msg)
         return self.pipeline.pack(msg)
 
-    def _net(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _net(self, x: torch.Tensor, select: Select | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The client half under autocast; what the stages get is float32 (see the module doc)."""
         with self.amp.autocast():
-            h, attention = self.net(x.to(self.device, non_blocking=True))
+            h, attention = self.net(x.to(self.device, non_blocking=True), select)
         return h.float(), None if attention is None else attention.float()
 
     def backward(self, data: bytes) -> None:
@@ -128,8 +143,8 @@ class Client:
         """Evaluation message: no labels (the client keeps them and scores the predictions)."""
         self.net.eval()
         pipeline.train(False)
-        h, attention = self._net(x)
-        ctx = Context(False, self.cut, 0, self.generator, attention=attention)
+        ctx = Context(False, self.cut, 0, self.generator)
+        h, ctx.attention = self._net(x, _selector(pipeline, ctx, self.row_skip))
         msg, _ = pipeline.encode_forward(h, ctx)
         return pipeline.pack(msg)
 

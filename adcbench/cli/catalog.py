@@ -1,0 +1,126 @@
+"""What the registries hold, cached on disk, so that `adcbench methods`, `adcbench tasks` and the
+checking of `--method`/`--task` answer without importing torch, timm or the data stack.
+
+The catalog (names, descriptions, parameters with ranges, task defaults) is built from the live
+registries once and stored in `$ADCBENCH_CACHE/catalog/<key>.json`. The key covers every source
+file that can change it -- adcbench's own modules (methods/ and tasks/ included) by path, size
+and mtime, the installed plugin entry points with their versions and files -- so editing a method
+or installing a plugin rebuilds it. Names the catalog does not know (a plugin that failed to
+describe itself) fall through to the live registry, which is slower but always right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.metadata
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import adcbench
+from adcbench.core.cache import cache_dir, config_hash, file_identity, write_json_atomic
+from adcbench.core.params import Param, parse_spec, resolve_params
+from adcbench.errors import ParamError, UnknownNameError
+
+GROUPS = {"method": "adcbench.methods", "task": "adcbench.tasks"}
+_TYPES = {t.__name__: t for t in (bool, int, float, str)}
+_TASK_FIELDS = ("num_classes", "image_size", "arch", "split_index", "batch_size", "lr", "epochs", "source", "data_env")
+_memo: dict[str, Any] | None = None
+
+
+def _key() -> str:
+    files = sorted(Path(adcbench.__file__).parent.rglob("*.py"))
+    for pkg in GROUPS.values():  # methods/ and tasks/ live outside adcbench/ in a source checkout
+        spec = importlib.util.find_spec(pkg)
+        for loc in (spec.submodule_search_locations or []) if spec else []:
+            files += sorted(Path(loc).glob("*.py"))
+    eps = []
+    for group in GROUPS.values():
+        for ep in importlib.metadata.entry_points(group=group):
+            dist = ep.dist
+            origin = getattr(importlib.util.find_spec(ep.module.split(".")[0]), "origin", None)
+            eps.append(
+                [group, ep.name, ep.value, dist.version if dist else None, origin and file_identity(Path(origin))]
+            )
+    return config_hash({"py": sys.version, "files": [file_identity(f) for f in files], "entry_points": eps})
+
+
+def _param(p: Param) -> dict[str, Any]:
+    d = dataclasses.asdict(p)
+    if p.type.__name__ not in _TYPES:
+        raise TypeError(p.type)
+    d["type"] = p.type.__name__
+    return d
+
+
+def _describe(cls: Any, kind: str) -> dict[str, Any]:
+    entry = {"description": cls.description, "params": [_param(p) for p in cls.params]}
+    if kind == "method":
+        entry["rate_param"] = getattr(cls, "rate_param", None)
+        entry["eval_compressed"] = getattr(cls, "eval_compressed", None)
+        entry["deployment_policy"] = getattr(cls, "deployment_policy", None)
+        entry["same_as"] = getattr(cls, "same_as", None)
+    else:
+        entry.update({f: getattr(cls, f, None) for f in _TASK_FIELDS})
+    return entry
+
+
+def build() -> dict[str, dict[str, Any]]:
+    """The catalog from the live registries (imports every method and task)."""
+    from adcbench.core.method import METHODS
+    from adcbench.data.task import TASKS
+
+    out: dict[str, dict[str, Any]] = {}
+    for kind, reg in (("method", METHODS), ("task", TASKS)):
+        out[kind] = {}
+        for name in reg.names():
+            try:
+                out[kind][name] = _describe(reg.get(name), kind)
+            except TypeError:  # a parameter type JSON cannot name: that entry stays live-only
+                continue
+    return json.loads(json.dumps(out))  # the same types whether built or read back
+
+
+def catalog() -> dict[str, dict[str, Any]]:
+    global _memo
+    if _memo is None:
+        path = cache_dir("catalog") / f"{_key()}.json"
+        try:
+            _memo = json.loads(path.read_text())
+        except (OSError, ValueError):
+            _memo = build()
+            write_json_atomic(path, _memo)
+    return _memo
+
+
+def params(entry: dict[str, Any]) -> tuple[Param, ...]:
+    return tuple(
+        Param(**{**p, "type": _TYPES[p["type"]], "choices": None if p["choices"] is None else tuple(p["choices"])})
+        for p in entry["params"]
+    )
+
+
+def names(kind: str) -> list[str]:
+    """Every name of `kind`: the catalog's and any plugin entry point's."""
+    eps = [ep.name for ep in importlib.metadata.entry_points(group=GROUPS[kind])]
+    return sorted(set(catalog()[kind]) | set(eps))
+
+
+def check(kind: str, spec: str) -> None:
+    """Reject an unknown name or a bad parameter in a method or task spec, as the registry would,
+    before anything heavy is imported. Names only a plugin knows are left to the registry."""
+    stages = parse_spec(spec)
+    if kind == "task" and len(stages) > 1:
+        raise ParamError(f"a task spec has one part, got {spec!r}")
+    known = catalog()[kind]
+    for name, given in stages:
+        if name in known:
+            resolve_params(params(known[name]), given, f"{kind} {name}")
+        elif name not in names(kind):
+            everything = names(kind)
+            close = difflib.get_close_matches(name, everything, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownNameError(f"unknown {kind} {name!r}{hint} (known: {', '.join(everything)})")

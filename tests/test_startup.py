@@ -1,0 +1,96 @@
+"""Start-up and machine fit (issue 11): listings and user errors answer from the cached catalog
+without importing torch; the default thread count fits the cores the process may use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from adcbench.cli import catalog as cat
+from adcbench.train import runtime
+
+PROBE = """
+import sys
+from click.testing import CliRunner
+from adcbench.cli import main
+runner = CliRunner()
+assert runner.invoke(main, ["methods"]).exit_code == 0
+assert "tokenprune" in runner.invoke(main, ["methods"]).output
+for args in (["run", "--method", "adcc"], ["run", "--method", "adc:xi=3"], ["sweep", "--method", "adc:xi={0.1,7}"]):
+    r = runner.invoke(main, args)
+    assert r.exit_code == 2, (args, r.output)
+print("torch" in sys.modules)
+"""
+
+
+def test_listing_and_user_errors_do_not_import_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(cat, "_memo", None)
+    cat.catalog()  # the first call builds the catalog from the live registries and stores it
+    assert list(tmp_path.glob("catalog/*.json"))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"  # nothing imported torch
+    assert time.perf_counter() - t0 < 20  # generous: ~0.3 s on an idle core
+
+
+def test_catalog_key_follows_the_method_sources(monkeypatch):
+    src = Path(cat.importlib.util.find_spec("adcbench.methods").submodule_search_locations[0]) / "none.py"
+    st = src.stat()
+    before = cat._key()
+    try:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert cat._key() != before  # an edited method rebuilds the catalog
+    finally:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cat._key() == before
+
+
+def test_catalog_checks_like_the_registry(tmp_path, monkeypatch):
+    from adcbench.core.pipeline import Pipeline
+    from adcbench.errors import AdcbenchError
+
+    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(cat, "_memo", None)
+    for spec in ("adcc", "adc:xi=3", "adc:bogus=1", "quant:bits=x", "adc:rule=Z+quant:bits=8"):
+        with pytest.raises(AdcbenchError) as fast:
+            cat.check("method", spec)
+        with pytest.raises(AdcbenchError) as live:
+            Pipeline.from_spec(spec)
+        assert str(fast.value) == str(live.value)
+    cat.check("method", "adc:xi=0.1+quant:bits=8+zstd")
+    cat.check("task", "imagenette:preset=cpu112")
+
+
+@pytest.mark.parametrize("cores,concurrent,expected", [(2, 1, 2), (2, 3, 1), (16, 4, 4), (1.5, 1, 1), (0.5, 1, 1)])
+def test_default_threads(cores, concurrent, expected):
+    assert runtime.default_threads(cores, concurrent) == expected
+
+
+def test_threads_follow_affinity_quota_and_concurrent_runs(monkeypatch):
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(runtime, "_cgroup_quota", lambda: 3.0)
+    monkeypatch.setenv(runtime.CONCURRENT_ENV, "2")
+    assert runtime.available_cores() == 3.0
+    assert runtime.default_threads() == 1
+    monkeypatch.setattr(runtime, "_cgroup_quota", lambda: None)
+    assert runtime.default_threads() == 2
+
+
+def test_oversubscription_warns_once(monkeypatch):
+    monkeypatch.setattr(runtime, "_warned", False)
+    busy = {"threads": 2, "cores_available": 2, "load_1min": 6.0}
+    with pytest.warns(RuntimeWarning, match="load average 6.0"):
+        runtime.warn_if_oversubscribed(busy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runtime.warn_if_oversubscribed(busy)  # once per process
+        monkeypatch.setattr(runtime, "_warned", False)
+        runtime.warn_if_oversubscribed({"threads": 1, "cores_available": 2, "load_1min": 0.3})
