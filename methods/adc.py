@@ -130,7 +130,7 @@ class ADC(Method):
             return idx, idx
         T = self.clusters(B)
         if T == B:  # every sample its own cluster: no clustering needed
-            assign, empty = torch.arange(B, device=x.device), 0
+            assign, empty = torch.arange(B, device=s.device), 0
         else:
             assign, empty = kmeans(s, T, self.config["kmeans_iters"], self.config["kmeans_tol"], ctx.generator)
         member = F.one_hot(assign, T).to(s.dtype)  # B×T

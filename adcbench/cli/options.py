@@ -201,7 +201,7 @@ def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
 
 
 def _config(method: str, seed: int, kw: dict[str, Any]):
-    check_inputs(method, kw)
+    budget = check_inputs(method, kw)
     from adcbench.train.config import parse_device
     from adcbench.train.loop import RunConfig
 
