@@ -252,3 +252,15 @@ def test_a_run_names_its_warm_start_on_the_console(capsys):
 
 def test_param_error_is_an_adcbench_error():
     assert issubclass(ParamError, AdcbenchError)
+
+
+def test_evaluation_shows_its_own_progress(capsys):
+    from adcbench.train.evaluation import eval_progress
+
+    with eval_progress(True, 3, "eval topk") as bar:
+        for _ in range(3):
+            bar.update(1)
+    assert "eval topk" in capsys.readouterr().err
+    with eval_progress(False, 3, "eval quiet") as bar:
+        bar.update(3)
+    assert "eval quiet" not in capsys.readouterr().err
