@@ -264,3 +264,26 @@ def test_evaluation_shows_its_own_progress(capsys):
     with eval_progress(False, 3, "eval quiet") as bar:
         bar.update(3)
     assert "eval quiet" not in capsys.readouterr().err
+
+
+def test_lazy_bad_images_are_counted_once_per_image_not_per_fetch():
+    import numpy as np
+
+    from adcbench.data.images import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, LazyImageDataset
+
+    payloads = [encode((9, 9, 9)), b"broken", encode((200, 9, 9)), encode((9, 200, 9))]
+    ds = LazyImageDataset(
+        payloads.__getitem__,
+        str,
+        np.arange(4) % 2,
+        ["a", "b"],
+        16,
+        3,
+        BatchTransform(16, IMAGENET_MEAN, IMAGENET_STD, train=False),
+        "t",
+    )
+    with pytest.warns(UserWarning, match="corrupt"):
+        for _epoch in range(3):
+            for i in range(4):
+                ds[i]
+    assert ds.bad.report()["total"] == 4 and ds.bad.report()["skipped"] == 1
