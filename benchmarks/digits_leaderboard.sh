@@ -5,7 +5,7 @@
 # About 30-40 minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-adcbench sweep --task digits --epochs 20 --seeds 0-2 --quiet \
+adcbench sweep --task digits --epochs 20 --seeds 0-2 --quiet --out results \
   --method none \
   --method 'adc:xi={0.05,0.1,0.25,0.5}' \
   --method 'adc-batch:xi=0.1' --method 'adc-token:xi=0.25' --method 'tokenprune:ratio=0.25' \
