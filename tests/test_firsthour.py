@@ -209,6 +209,12 @@ def test_hf_task_reads_a_saved_dataset_with_named_columns(tmp_path):
         run(bad)
 
 
+def test_hf_dataset_flag_is_the_spec_shorthand(no_loading):
+    r = invoke("run", "--task", "hf", "--dataset", "someone/pets", "--quiet")
+    assert r.exit_code == 2 and "hub dataset someone/pets is not reachable" in r.output
+    assert "not for --task digits" in invoke("run", "--dataset", "a/b", "--quiet").output
+
+
 def test_hf_spec_takes_the_dataset_id_first():
     assert _task_spec("hf:someone/pets,label=breed") == ("hf", {"dataset": "someone/pets", "label": "breed"})
     assert _task_spec("hf:dataset=a/b") == ("hf", {"dataset": "a/b"})
