@@ -44,7 +44,7 @@ CPU112 = Preset(
 class ImageNet(ImageTask):
     description = "ILSVRC-2012 ImageNet-1k (1000 classes), DeiT-S at 224 px"
     num_classes = 1000
-    source = "hub ILSVRC/imagenet-1k (gated: needs HF_TOKEN), or local train/ + val/ wnid folders"
+    source = "official ILSVRC-2012 tarballs + devkit, the Kaggle layout, train/ + val/ wnid folders, or hub ILSVRC/imagenet-1k (gated)"
     data_env = "ADCBENCH_IMAGENET"
     data_help = "a folder with train/ and val/ holding one sub-folder per wnid, or .tar.gz archives of them"
     hub_id = "ILSVRC/imagenet-1k"

@@ -209,6 +209,12 @@ def test_hf_task_reads_a_saved_dataset_with_named_columns(tmp_path):
         run(bad)
 
 
+def test_hf_dataset_flag_is_the_spec_shorthand(no_loading):
+    r = invoke("run", "--task", "hf", "--dataset", "someone/pets", "--quiet")
+    assert r.exit_code == 2 and "hub dataset someone/pets is not reachable" in r.output
+    assert "not for --task digits" in invoke("run", "--dataset", "a/b", "--quiet").output
+
+
 def test_hf_spec_takes_the_dataset_id_first():
     assert _task_spec("hf:someone/pets,label=breed") == ("hf", {"dataset": "someone/pets", "label": "breed"})
     assert _task_spec("hf:dataset=a/b") == ("hf", {"dataset": "a/b"})
@@ -252,3 +258,38 @@ def test_a_run_names_its_warm_start_on_the_console(capsys):
 
 def test_param_error_is_an_adcbench_error():
     assert issubclass(ParamError, AdcbenchError)
+
+
+def test_evaluation_shows_its_own_progress(capsys):
+    from adcbench.train.evaluation import eval_progress
+
+    with eval_progress(True, 3, "eval topk") as bar:
+        for _ in range(3):
+            bar.update(1)
+    assert "eval topk" in capsys.readouterr().err
+    with eval_progress(False, 3, "eval quiet") as bar:
+        bar.update(3)
+    assert "eval quiet" not in capsys.readouterr().err
+
+
+def test_lazy_bad_images_are_counted_once_per_image_not_per_fetch():
+    import numpy as np
+
+    from adcbench.data.images import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, LazyImageDataset
+
+    payloads = [encode((9, 9, 9)), b"broken", encode((200, 9, 9)), encode((9, 200, 9))]
+    ds = LazyImageDataset(
+        payloads.__getitem__,
+        str,
+        np.arange(4) % 2,
+        ["a", "b"],
+        16,
+        3,
+        BatchTransform(16, IMAGENET_MEAN, IMAGENET_STD, train=False),
+        "t",
+    )
+    with pytest.warns(UserWarning, match="corrupt"):
+        for _epoch in range(3):
+            for i in range(4):
+                ds[i]
+    assert ds.bad.report()["total"] == 4 and ds.bad.report()["skipped"] == 1

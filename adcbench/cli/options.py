@@ -49,6 +49,9 @@ def run_options(f: Callable) -> Callable:
             help="Task name, optionally with parameters (`imagenette:preset=cpu112`).",
         ),
         click.option("--data", default=None, help="Local dataset path (folder, archive or saved dataset)."),
+        click.option(
+            "--dataset", default=None, help="Hub dataset ORG/NAME for --task hf (same as --task hf:ORG/NAME)."
+        ),
         click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [default: the task's]."),
         click.option(
             "--budget-bytes", default=None, help="Stop before training traffic (fwd+bwd) exceeds this (e.g. 2GB)."
@@ -206,6 +209,10 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
     from adcbench.train.loop import RunConfig
 
     task, task_params = _task_spec(kw["task_spec"])
+    if kw.get("dataset"):
+        if task != "hf":
+            raise AdcbenchError(f"--dataset names a hub dataset for --task hf, not for --task {task}")
+        task_params = {**task_params, "dataset": kw["dataset"]}
     return RunConfig(
         method=method,
         task=task,

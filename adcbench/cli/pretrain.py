@@ -72,7 +72,7 @@ def pretrain(
         ran = f"{meta['steps']} steps (stopped by --max-steps {recipe['max_steps']}; a partial recipe)"
         use = f"--init warmstart never picks a partial recipe: use it with --init {path}"
     else:
-        ran = f"{meta['steps']} steps, {recipe['epochs']} epochs"
+        ran = f"{meta['steps']} steps, {recipe['epochs']} epoch{'' if recipe['epochs'] == 1 else 's'}"
         use = "train from it with --init warmstart"
     click.echo(
         f"{name}: warm start {path} (test acc {meta['final_test_accuracy']:.4f}, {ran} at lr {recipe['lr']:g}; "

@@ -243,12 +243,19 @@ class LazyImageDataset(ImageDataset):
         self.bad = BadImages()
 
     def _decode(self, i: int) -> tuple[np.ndarray, int]:
+        if not hasattr(self, "_seen"):  # counted per image, not per fetch: epochs must not recount
+            self._seen, self._known_bad = np.zeros(len(self), bool), np.zeros(len(self), bool)
         for k in range(len(self)):
             j = (i + k) % len(self)
-            self.bad.total += 1
+            if self._known_bad[j]:
+                continue
+            if not self._seen[j]:
+                self._seen[j] = True
+                self.bad.total += 1
             arr = decode_image(self.fetch(j), self.size, self.channels)
             if arr is not None:
                 return arr, int(self.labels[j])  # the substitute's own label
+            self._known_bad[j] = True
             self.bad.names.append(self.names(j))
             warnings.warn(f"{self.where}: corrupt or unreadable image {self.names(j)}; skipped", stacklevel=2)
             if self.bad.total >= 200:
