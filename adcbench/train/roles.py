@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from adcbench.core.method import Context, Cut, prediction_message
+from adcbench.core.method import Context, Cut, all_finite, prediction_message
 from adcbench.core.pipeline import Pipeline
 from adcbench.errors import TrainingDivergedError, WireFormatError
 from adcbench.model.split import ClientNet, ServerNet
@@ -22,7 +22,7 @@ def _check_grads(opt: torch.optim.Optimizer, source: str) -> None:
     """Finite (but huge) values on the wire can still overflow in backpropagation: refuse the
     update rather than write inf/NaN into the weights."""
     grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-    if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+    if not all(all_finite(g) for g in grads):
         opt.zero_grad(set_to_none=True)
         raise WireFormatError(f"{source} makes the parameter gradients non-finite; update refused")
 
@@ -49,7 +49,7 @@ class Client:
         self.net.train()
         self.pipeline.train(True)
         h, attention = self.net(x.to(self.device))
-        if not torch.isfinite(h.detach()).all():  # our own divergence: never send it as a payload
+        if not all_finite(h.detach()):  # our own divergence: never send it as a payload
             raise TrainingDivergedError(f"client activations became non-finite (loss became NaN) at step {step}")
         ctx = Context(True, self.cut, step, self.generator, labels=y.to(self.device), attention=attention)
         msg, self._carrier = self.pipeline.encode_forward(h, ctx)
