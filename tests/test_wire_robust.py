@@ -171,7 +171,9 @@ def test_quant_huge_scales_that_overflow_are_rejected() -> None:
     scale = h.pipeline.unpack(fwd)["0.scale"].clone()
     scale[:, 1] = 3e38  # finite, but codes times step overflow to inf
     with pytest.raises(WireFormatError, match="non-finite"):
-        make("quant:bits=4").server.train_step(_replace(fwd, h.pipeline, "0.scale", Field.tensor(scale, Category.SIDE)), 0)
+        make("quant:bits=4").server.train_step(
+            _replace(fwd, h.pipeline, "0.scale", Field.tensor(scale, Category.SIDE)), 0
+        )
 
 
 def test_nan_payload_is_bad_input_not_divergence() -> None:
@@ -182,7 +184,9 @@ def test_nan_payload_is_bad_input_not_divergence() -> None:
     with pytest.raises(WireFormatError):
         make("none").server.train_step(_replace(fwd, h.pipeline, "1.x", Field.tensor(nan)), 0)
     with pytest.raises(WireFormatError):  # evaluation: an all-NaN payload is not class 0 everywhere
-        h.server.predict(_replace(h.client.forward_eval(x, h.pipeline), h.pipeline, "1.x", Field.tensor(nan)), h.pipeline)
+        h.server.predict(
+            _replace(h.client.forward_eval(x, h.pipeline), h.pipeline, "1.x", Field.tensor(nan)), h.pipeline
+        )
 
 
 def test_nan_gradient_is_rejected_before_touching_the_weights() -> None:

@@ -249,4 +249,4 @@ def read_predictions(data: bytes, batch: int, num_classes: int) -> torch.Tensor:
     msg = Message.decode(data)
     if list(msg) != ["pred"] or msg.fields["pred"].category != Category.LABELS:
         raise WireFormatError(f"prediction message must hold exactly the labels field 'pred', got {list(msg)}")
-    return read_labels(msg, "pred", "predictions", batch, num_classes)
+    return read_labels({"pred": msg["pred"]}, "pred", "predictions", batch, num_classes)

@@ -20,9 +20,9 @@ from adcbench.core.method import (
     Context,
     Cut,
     Method,
+    all_finite,
     label_field,
     label_nbytes,
-    all_finite,
     read_labels,
 )
 from adcbench.core.params import parse_spec
@@ -220,7 +220,7 @@ class Pipeline:
         if "y" in msg and (targets is not None or not ctx.training):
             raise WireFormatError("labels sent twice, or with an evaluation message")
         if targets is None and "y" in msg:
-            targets = read_labels(msg, "y", "labels", x.shape[0], ctx.cut.num_classes)
+            targets = read_labels({"y": msg["y"]}, "y", "labels", x.shape[0], ctx.cut.num_classes)
         return x, leaf, targets
 
     def encode_backward(self, grad: torch.Tensor, ctx: Context) -> Message:

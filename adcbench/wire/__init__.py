@@ -6,7 +6,6 @@ only `adcbench.errors`, numpy and torch; every other layer may import it.
 """
 
 from .bits import bits_for, pack_bits, packed_nbytes, unpack_bits, unpacked_dtype
-from .gaps import gap_code_nbytes, gap_decode, gap_encode, golomb_parameter
 from .containers import (
     CONTAINER_HEADER,
     CONTAINER_MAGIC,
@@ -28,6 +27,7 @@ from .format import (
     Message,
     breakdown,
 )
+from .gaps import gap_code_nbytes, gap_decode, gap_encode, golomb_parameter
 from .limits import Limits, get_limits, set_limits
 
 __all__ = [
