@@ -5,7 +5,8 @@
 A DeiT-Tiny (`deit_tiny_patch16_224`, pretrained=False, 100 classes) is split after block 3 and
 run on CPU on one batch of Gaussian images. For each method at several operating points:
 - bytes per sample, forward and backward, as serialized (wire) and from the method's formula
-  (analytic, framing excluded); information = payload + side + labels from `wire.breakdown`;
+  (analytic, framing excluded); information = payload + side + labels from `wire.breakdown`
+  (benchmarks/wire_limit.py compares the wire with the information *content* from formulas);
 - client-side time: encode + serialize the forward message, then deserialize + decode the
   gradient message and backpropagate through the method's own client ops (h is a leaf here, so
   the client blocks are not included); server-side decode time: deserialize + decode. Both are
@@ -80,7 +81,7 @@ FULL = [
     "adc:xi=0.5",
     "adc:xi=0.1",
     "adc:xi=0.01",
-    "adc:xi=0.1,labels=hard",
+    "adc:xi=0.1,labels=soft",
     "adc-batch:xi=0.5",
     "adc-batch:xi=0.1",
     "adc-batch:xi=0.02",
@@ -255,6 +256,7 @@ def measure(env: Env, spec: str) -> dict[str, Any]:
         "info_fwd": info(fwd),
         "info_bwd": info(bwd),
         "lossless": bool(pipe.lossless),
+        "exact": pipe.exact_size,
         "t_client": t_enc + t_back,
         "t_enc": t_enc,
         "t_back": t_back,
@@ -332,10 +334,18 @@ def verdicts(rows: list[dict[str, Any]], env: Env) -> list[str]:
         + ("met by every row" if not wire_bad else "NOT met by " + ", ".join(f"`{s}`" for s in wire_bad))
     )
     exact_bad = [
-        r["spec"] for r in rows if not r["lossless"] and (r["info_fwd"], r["info_bwd"]) != (r["a_fwd"], r["a_bwd"])
+        r["spec"]
+        for r in rows
+        if not r["lossless"]
+        and (
+            (r["info_fwd"], r["info_bwd"]) != (r["a_fwd"], r["a_bwd"])
+            if r["exact"]
+            else r["info_fwd"] > r["a_fwd"] or r["info_bwd"] > r["a_bwd"]
+        )
     ]
     out.append(
-        "- information bytes == analytic bytes (lossy rows): "
+        "- information bytes == analytic bytes (lossy rows; ≤ for gap-coded positions, whose analytic size is "
+        "the longest valid code): "
         + ("exact for every row" if not exact_bad else "differs for " + ", ".join(exact_bad))
     )
     slow = [(r["spec"], r["client_pct"]) for r in rows if r["client_pct"] > 100 * CLIENT_BUDGET]

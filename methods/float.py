@@ -58,4 +58,5 @@ class FloatWire(Method):
 def _get(fields: Decoded, name: str, dtype: torch.dtype) -> torch.Tensor:
     if len(fields) != 1:
         raise WireFormatError(f"float stage: expected only the field {name!r}, got {sorted(fields)}")
-    return expect_tensor(fields, name, "float stage", dtype=dtype)
+    # finite=False: the value is the stage's output, whose finiteness the pipeline checks once
+    return expect_tensor(fields, name, "float stage", dtype=dtype, finite=False)

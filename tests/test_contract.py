@@ -257,12 +257,12 @@ class _PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
-def _only_wire_errors(fn, label: str, allow_success: bool) -> None:
+def _only_wire_errors(fn, data: bytes, label: str, allow_success: bool) -> None:
     """Run one decoding call: WireFormatError is the only acceptable error (for crafted but
     well-formed bytes also a clean result, or a diverged loss), within CASE_SECONDS."""
     t0 = time.perf_counter()
     try:
-        fn()
+        fn(data)
     except WireFormatError:
         pass
     except TrainingDivergedError:  # finite but huge values: a clean, named error
@@ -310,9 +310,9 @@ def test_fuzzed_bytes_raise_only_wire_format_error(spec: str) -> None:
         for direction, good, fn in paths:
             bad = _corrupt(good, *c)
             if bad != good:
-                _only_wire_errors(lambda: fn(bad), f"{direction} {c[0]}", allow_success=False)
+                _only_wire_errors(fn, bad, f"{direction} {c[0]}", allow_success=False)
             crafted = _resealed(h.pipeline, good, *k)
-            _only_wire_errors(lambda: fn(crafted), f"{direction} crafted {k[0]}", allow_success=True)
+            _only_wire_errors(fn, crafted, f"{direction} crafted {k[0]}", allow_success=True)
 
     with _PeakRSS() as mem:
         check()
@@ -323,7 +323,7 @@ def test_fuzzed_bytes_raise_only_wire_format_error(spec: str) -> None:
             ofwd = o.client.forward(x, y, 0)
             obwd, _ = make(other).server.train_step(ofwd, 0)
             for data, (direction, _, fn) in zip((ofwd, obwd, o.client.forward_eval(x, o.pipeline)), paths):
-                _only_wire_errors(lambda: fn(data), f"{direction} foreign {other}", allow_success=True)
+                _only_wire_errors(fn, data, f"{direction} foreign {other}", allow_success=True)
     assert mem.mb < PEAK_MB, f"decoding fuzzed messages grew the process by {mem.mb:.0f} MB"
 
 

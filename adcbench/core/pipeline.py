@@ -21,6 +21,7 @@ from adcbench.core.method import (
     Context,
     Cut,
     Method,
+    all_finite,
     label_field,
     label_nbytes,
     read_labels,
@@ -239,7 +240,7 @@ class Pipeline:
         if "y" in msg:
             raise WireFormatError("a gradient message carries no labels")
         grad = self.stages[last].decode_backward(_local(msg, last), ctx)
-        if not isinstance(grad, torch.Tensor) or not grad.dtype.is_floating_point or not torch.isfinite(grad).all():
+        if not isinstance(grad, torch.Tensor) or not grad.dtype.is_floating_point or not all_finite(grad):
             raise WireFormatError(f"{self.stages[last].registry_name}: gradient is not a finite float tensor")
         return grad
 
@@ -260,16 +261,19 @@ class Pipeline:
         shapes = self.input_shapes(ctx.training)
         leaf = self.stages[last].decode_forward(_local(msg, last), None, ctx)
         _check_shape(leaf, shapes[last], self.stages[last])
+        _check_finite(leaf, self.stages[last])
         leaf = leaf.detach().float().requires_grad_(ctx.training)
         x = leaf
         for i in range(last - 1, -1, -1):
             x = self.stages[i].decode_forward(_local(msg, i), x, ctx)
             _check_shape(x, self.stages[i].output_shape(shapes[i], ctx.training), self.stages[i])
+        if x is not leaf:  # e.g. finite codes times a huge scale, or an overflowing decoder
+            _check_finite(x, self.stages[0])
         targets = ctx.targets
         if "y" in msg and (targets is not None or not ctx.training):
             raise WireFormatError("labels sent twice, or with an evaluation message")
         if targets is None and "y" in msg:
-            targets = read_labels(msg, "y", "labels", x.shape[0], ctx.cut.num_classes)
+            targets = read_labels({"y": msg["y"]}, "y", "labels", x.shape[0], ctx.cut.num_classes)
         return x, leaf, targets
 
     def encode_backward(self, grad: torch.Tensor, ctx: Context) -> Message:
@@ -381,12 +385,18 @@ def _check_shape(x: torch.Tensor, shape: tuple[int, ...], stage: Method) -> None
         raise WireFormatError(
             f"{stage.registry_name}: decoded a tensor of shape {got}, expected (batch, {', '.join(map(str, shape))})"
         )
-    if x.shape[0] == 0 or not torch.isfinite(x.detach()).all():  # e.g. finite codes times a huge scale
-        raise WireFormatError(f"{stage.registry_name}: decoded an empty batch or non-finite values")
+    if x.shape[0] == 0:
+        raise WireFormatError(f"{stage.registry_name}: decoded an empty batch")
+
+
+def _check_finite(x: torch.Tensor, stage: Method) -> None:
+    if not all_finite(x.detach()):
+        raise WireFormatError(f"{stage.registry_name}: decoded non-finite values")
 
 
 def _check_fields(msg: Message, stages: list[Method]) -> None:
-    """Names and categories as the stages declare them; float fields finite."""
+    """Names and categories as the stages declare them (values: the stages' own checks, via
+    `expect_tensor`, and the finiteness of every decoded output)."""
     for name, f in msg.fields.items():
         index, _, local = name.partition(".")
         if name == "y":
@@ -405,9 +415,6 @@ def _check_fields(msg: Message, stages: list[Method]) -> None:
             raise WireFormatError(
                 f"field {name!r} is marked {f.category.name.lower()}, the method sends it as {expected.name.lower()}"
             )
-        v = f.value
-        if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and not bool(torch.isfinite(v).all()):
-            raise WireFormatError(f"field {name!r} holds NaN or infinite values")
 
 
 def _local(msg: Message, index: int) -> dict[str, Any]:

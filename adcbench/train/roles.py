@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from adcbench.core.method import Context, Cut, prediction_message
+from adcbench.core.method import Context, Cut, all_finite, prediction_message
 from adcbench.core.pipeline import Pipeline
 from adcbench.errors import TrainingDivergedError, WireFormatError
 from adcbench.model.split import ClientNet, Select, ServerNet
@@ -31,7 +31,7 @@ def _check_grads(opt: torch.optim.Optimizer, source: str) -> None:
     """Finite (but huge) values on the wire can still overflow in backpropagation: refuse the
     update rather than write inf/NaN into the weights."""
     grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-    if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+    if not all(all_finite(g) for g in grads):
         opt.zero_grad(set_to_none=True)
         raise WireFormatError(f"{source} makes the parameter gradients non-finite; update refused")
 
