@@ -1,8 +1,19 @@
 from __future__ import annotations
 
-import pytest
-import torch
-from timm.models.vision_transformer import VisionTransformer
+import os
+
+# One intra-op thread per test process, and for the CLI subprocesses the tests start (they inherit
+# the environment): the models are tiny, and a thread pool per process on a busy 2-core machine
+# made the suite 3-7x slower (issue 16). Set before torch is imported, so torch reads it too;
+# parallelism comes from processes instead (`pytest -n 2`, pytest-xdist). An explicit setting wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

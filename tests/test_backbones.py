@@ -128,7 +128,7 @@ def test_warmstart_produce_reuse_and_record(tmp_path, monkeypatch):
     path = pt.pretrain(task, epochs=2, lr=1e-3, seed=0, progress=False)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["recipe"]["epochs"] == 2 and meta["recipe"]["seed"] == 0 and meta["steps"] == 8
-    assert 0.0 <= meta["final_test_accuracy"] <= 1.0 and meta["versions"]["torch"] == torch.__version__
+    assert meta["versions"]["torch"] == torch.__version__
     assert "image folder" in meta["data"]["source"]
     # The same recipe again: the cached checkpoint, no training.
     monkeypatch.setattr(pt, "evaluate", lambda *a, **k: pytest.fail("trained again"))
@@ -138,6 +138,9 @@ def test_warmstart_produce_reuse_and_record(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     assert torch.equal(model.state_dict()["head.weight"], load_file(str(path))["head.weight"])
+    # the recorded accuracy is the accuracy of the saved weights, re-evaluated here
+    monkeypatch.undo()
+    assert meta["final_test_accuracy"] == pt.evaluate(model, fresh.splits().test, 4)
     assert info["init"] == "warmstart" and info["recipe"]["epochs"] == 2 and info["path"] == str(path)
     assert info["warmstart"]["final_test_accuracy"] == meta["final_test_accuracy"]
     assert "image folder" in info["warmstart"]["data_source"]

@@ -37,7 +37,11 @@ def one_step(task, data, **kw):
     record = run(cfg)
     assert record["status"] == "completed" and record["steps"] == 1
     assert record["bytes"]["fwd"] > 0 and record["bytes"]["bwd"] > 0
-    assert 0.0 <= record["final"]["acc"] <= 1.0
+    # the accuracy counts whole samples of the eval split (a different split or count would not)
+    splits = get_task(task)(data=str(data)).splits(val_fraction=kw.get("val_fraction", 0.0))
+    n_eval = len(splits.eval)
+    assert abs(record["final"]["acc"] * n_eval - round(record["final"]["acc"] * n_eval)) < 1e-9
+    assert len(record["history"]) == 1 and record["history"][0]["step"] == 1
     return record
 
 
