@@ -51,12 +51,14 @@ def batched_kmeans(points: torch.Tensor, k: int, iters: int, generator: torch.Ge
         init = torch.randint(M, (G, k), generator=generator)
     init = init.to(points.device)
     centroids = points.gather(1, init.unsqueeze(-1).expand(-1, -1, points.shape[2])).clone()
+    s = points.shape[2]
+    flat = points.reshape(G * M, s)
+    offset = (torch.arange(G, device=points.device) * k)[:, None]  # cluster j of set g -> row g·k + j
     for _ in range(iters):
-        assign = nearest(points, centroids)
-        member = torch.nn.functional.one_hot(assign, k).to(points.dtype)  # G×M×k
-        counts = member.sum(1)  # G×k
-        sums = member.transpose(1, 2) @ points  # G×k×s
-        centroids = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centroids)
+        assign = (nearest(points, centroids) + offset).flatten()
+        counts = torch.bincount(assign, minlength=G * k).reshape(G, k, 1).to(points.dtype)
+        sums = torch.zeros(G * k, s, dtype=points.dtype, device=points.device).index_add_(0, assign, flat)
+        centroids = torch.where(counts > 0, sums.reshape(G, k, s) / counts.clamp_min(1), centroids)
     return centroids
 
 

@@ -56,6 +56,18 @@ def test_fedlite_codes_index_the_codebook_and_kmeans_helps() -> None:
     assert errs[1] < errs[0], "Lloyd iterations reduce the quantization error"
 
 
+def test_fedlite_groups_have_their_own_codebooks() -> None:
+    cut = Cut(tokens=4, dim=8, num_classes=10, batch_size=8)
+    x = torch.randn(8, 4, 8)
+    x[:, 2:] += 100.0  # positions of the second group live far away from the first
+    stage = _pipe("fedlite:l=4,subdim=4,groups=2", cut).stages[0]
+    fields, _ = stage.encode_forward(x, _ctx())
+    cb, codes = fields["codebook"].value, fields["codes"].value.long()
+    assert cb.shape == (2, 4, 4) and bool((cb[1] > 50).all()) and bool((cb[0] < 50).all())
+    z = stage.decode_forward({"codes": codes, "codebook": cb}, None, _ctx())
+    torch.testing.assert_close(z.reshape(8, 8, 4)[:, 4:], cb[1][codes[:, 4:]])
+
+
 def test_fedlite_rejects_codes_beyond_l() -> None:
     h = make("fedlite:l=5")  # 3-bit codes can hold 5..7, which are not codewords
     x, y = h.batch()
@@ -172,16 +184,16 @@ def _lowrank_error(spec: str, x: torch.Tensor) -> tuple[float, torch.Tensor]:
 
 def test_lowrank_svd_is_the_truncated_svd() -> None:
     x = torch.randn(3, 12, 10, generator=torch.Generator().manual_seed(0))
-    _, xhat = _lowrank_error("lowrank:rank=4", x)
+    _, xhat = _lowrank_error("lowrank:rank=4,solver=svd", x)
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     torch.testing.assert_close(xhat, u[..., :4] @ torch.diag_embed(s[:, :4]) @ vh[:, :4], atol=1e-5, rtol=1e-5)
     low = torch.randn(3, 12, 3) @ torch.randn(3, 3, 10)  # rank 3: reconstructed exactly
-    assert _lowrank_error("lowrank:rank=3", low)[0] < 1e-8
+    assert _lowrank_error("lowrank:rank=3,solver=svd", low)[0] < 1e-8
 
 
 def test_lowrank_power_iterations_approach_svd() -> None:
     x = torch.randn(3, 12, 10, generator=torch.Generator().manual_seed(0))
-    exact = _lowrank_error("lowrank:rank=4", x)[0]
+    exact = _lowrank_error("lowrank:rank=4,solver=svd", x)[0]
     rough = _lowrank_error("lowrank:rank=4,solver=power,iters=1", x)[0]
     close = _lowrank_error("lowrank:rank=4,solver=power,iters=30", x)[0]
     assert exact <= close < rough and close < exact * 1.01
