@@ -220,3 +220,17 @@ def test_lowrank_float16_factors_and_rank_limit() -> None:
     assert p.analytic_bytes(128)[0] == 2 * 128 * 192 * 8 + 2 * 128 * 197 * 8 + 128
     with pytest.raises(ParamError, match="rank"):
         _pipe("lowrank:rank=193")
+
+
+# --------------------------------------------------------------------------------------------
+# compositions: the new stages feed any terminal
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spec", ["tome:ratio=0.5+quant:bits=4", "lowrank:rank=4+quant:bits=8", "tome:ratio=0.5+lowrank:rank=2"]
+)
+def test_compositions_round_trip_with_exact_analytic_size(spec: str) -> None:
+    h = make(spec)
+    fwd, bwd, loss = h.step()
+    assert math.isfinite(loss)
+    info = [sum(v for k, v in breakdown(m).items() if k != "framing") for m in (fwd, bwd)]
+    assert tuple(info) == h.pipeline.analytic_bytes(16)
