@@ -102,11 +102,13 @@ class FedLite(Method):
         return math.prod(in_shape) // self.config["subdim"]
 
     def nominal_ratio(self) -> float:
-        # Uplink bits per float32 value (codes + codebook at the training batch); downlink is float32.
+        # The ADC authors' (unwired) charge: 1/2 [(32 A R l / q + B q log2 l) / (32 A B) + 32 A R l / (32 A B q)],
+        # A = 192·197 hard-coded there (= n·d at DeiT-T; n·d here). Its downlink term is codebook-sized.
         assert self.cut is not None, "setup() first"
-        D, B = math.prod(self.in_shape), self.cut.batch_size
-        fwd = self.analytic_forward(B, self.in_shape, True)[0]
-        return 0.5 * (fwd / (4 * B * D) + 1)
+        A, B, R, L = math.prod(self.in_shape), self.cut.batch_size, self.config["groups"], self.config["l"]
+        q = self.q(self.in_shape)
+        up = (32 * A * R * L / q + B * q * math.log2(L)) / (32 * A * B)
+        return 0.5 * (up + 32 * A * R * L / (32 * A * B * q))
 
     # -- client ---------------------------------------------------------------------------------
     def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, None]:

@@ -38,6 +38,9 @@ def test_fedlite_paper_shapes_and_formula() -> None:
     fwd, bwd = p.analytic_bytes(128)
     assert fwd == math.ceil(128 * 591 * 5 / 8) + 4 * 32 * 64 + 128  # codes + codebook + labels
     assert bwd == 4 * 128 * 197 * 192  # the paper's downlink: the uncompressed gradient
+    A, q = 197 * 192, 591  # the ADC authors' charged ratio, for --budget-accounting nominal
+    want = 0.5 * ((32 * A * 32 / q + 128 * q * 5) / (32 * A * 128) + 32 * A * 32 / (32 * A * 128 * q))
+    assert stage.nominal_ratio() == pytest.approx(want)
 
 
 def test_fedlite_codes_index_the_codebook_and_kmeans_helps() -> None:
