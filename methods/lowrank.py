@@ -3,7 +3,7 @@
 Q (d×r, orthonormal columns) spans the top-r right singular subspace of X: approximately, by
 `iters` subspace (power) iterations from a seeded random start, orthonormalized by QR each time, as
 PowerSGD does for gradients (`solver=power`, the default; Vogels et al., NeurIPS 2019), or exactly
-by a truncated SVD (`solver=svd`, about 10x the client time at DeiT-T shapes:
+by a truncated SVD (`solver=svd`, about 7x the client time at DeiT-T shapes:
 docs/benchmarks/methods-new.md). Then P = X Q (n×r), and P Qᵀ = X Q Qᵀ is the projection of X onto that subspace
 -- with the exact Q, the rank-r truncated SVD of X (Eckart-Young optimal).
 
