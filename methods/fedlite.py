@@ -51,12 +51,14 @@ def batched_kmeans(points: torch.Tensor, k: int, iters: int, generator: torch.Ge
         init = torch.randint(M, (G, k), generator=generator)
     init = init.to(points.device)
     centroids = points.gather(1, init.unsqueeze(-1).expand(-1, -1, points.shape[2])).clone()
+    s = points.shape[2]
+    flat = points.reshape(G * M, s)
+    offset = (torch.arange(G, device=points.device) * k)[:, None]  # cluster j of set g -> row g·k + j
     for _ in range(iters):
-        assign = nearest(points, centroids)
-        member = torch.nn.functional.one_hot(assign, k).to(points.dtype)  # G×M×k
-        counts = member.sum(1)  # G×k
-        sums = member.transpose(1, 2) @ points  # G×k×s
-        centroids = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centroids)
+        assign = (nearest(points, centroids) + offset).flatten()
+        counts = torch.bincount(assign, minlength=G * k).reshape(G, k, 1).to(points.dtype)
+        sums = torch.zeros(G * k, s, dtype=points.dtype, device=points.device).index_add_(0, assign, flat)
+        centroids = torch.where(counts > 0, sums.reshape(G, k, s) / counts.clamp_min(1), centroids)
     return centroids
 
 
@@ -100,11 +102,13 @@ class FedLite(Method):
         return math.prod(in_shape) // self.config["subdim"]
 
     def nominal_ratio(self) -> float:
-        # Uplink bits per float32 value (codes + codebook at the training batch); downlink is float32.
+        # The ADC authors' (unwired) charge: 1/2 [(32 A R l / q + B q log2 l) / (32 A B) + 32 A R l / (32 A B q)],
+        # A = 192·197 hard-coded there (= n·d at DeiT-T; n·d here). Its downlink term is codebook-sized.
         assert self.cut is not None, "setup() first"
-        D, B = math.prod(self.in_shape), self.cut.batch_size
-        fwd = self.analytic_forward(B, self.in_shape, True)[0]
-        return 0.5 * (fwd / (4 * B * D) + 1)
+        A, B, R, L = math.prod(self.in_shape), self.cut.batch_size, self.config["groups"], self.config["l"]
+        q = self.q(self.in_shape)
+        up = (32 * A * R * L / q + B * q * math.log2(L)) / (32 * A * B)
+        return 0.5 * (up + 32 * A * R * L / (32 * A * B * q))
 
     # -- client ---------------------------------------------------------------------------------
     def encode_forward(self, x: torch.Tensor, ctx: Context) -> tuple[Fields, None]:

@@ -1,9 +1,10 @@
 """`lowrank`: per-sample rank-r factorization of the n×d activation, X ≈ P Qᵀ.
 
-Q (d×r, orthonormal columns) spans the top-r right singular subspace of X: exactly, by a
-truncated SVD (`solver=svd`), or approximately by `iters` subspace (power) iterations from a random
-start, orthonormalized by QR each time, as PowerSGD does for gradients (`solver=power`; Vogels et
-al., NeurIPS 2019). Then P = X Q (n×r), and P Qᵀ = X Q Qᵀ is the projection of X onto that subspace
+Q (d×r, orthonormal columns) spans the top-r right singular subspace of X: approximately, by
+`iters` subspace (power) iterations from a seeded random start, orthonormalized by QR each time, as
+PowerSGD does for gradients (`solver=power`, the default; Vogels et al., NeurIPS 2019), or exactly
+by a truncated SVD (`solver=svd`, about 7x the client time at DeiT-T shapes:
+docs/benchmarks/methods-new.md). Then P = X Q (n×r), and P Qᵀ = X Q Qᵀ is the projection of X onto that subspace
 -- with the exact Q, the rank-r truncated SVD of X (Eckart-Young optimal).
 
 Wire: Q travels as this stage's field `q` (N×d×r, float32 or float16: `factors`; SIDE). P is the
@@ -52,7 +53,9 @@ class LowRank(Method):
     description = "per-sample rank-r factorization X ≈ P Qᵀ (truncated SVD or PowerSGD-style power iterations)"
     params = (
         Param("rank", int, 8, "rank r of each sample's n×d factorization", low=1),
-        Param("solver", str, "svd", "exact truncated SVD, or power iterations", choices=("svd", "power")),
+        Param(
+            "solver", str, "power", "power iterations (PowerSGD), or an exact truncated SVD", choices=("power", "svd")
+        ),
         Param("iters", int, 2, "power iterations (solver=power)", low=1, high=100),
         Param(
             "factors",

@@ -38,6 +38,9 @@ def test_fedlite_paper_shapes_and_formula() -> None:
     fwd, bwd = p.analytic_bytes(128)
     assert fwd == math.ceil(128 * 591 * 5 / 8) + 4 * 32 * 64 + 128  # codes + codebook + labels
     assert bwd == 4 * 128 * 197 * 192  # the paper's downlink: the uncompressed gradient
+    A, q = 197 * 192, 591  # the ADC authors' charged ratio, for --budget-accounting nominal
+    want = 0.5 * ((32 * A * 32 / q + 128 * q * 5) / (32 * A * 128) + 32 * A * 32 / (32 * A * 128 * q))
+    assert stage.nominal_ratio() == pytest.approx(want)
 
 
 def test_fedlite_codes_index_the_codebook_and_kmeans_helps() -> None:
@@ -54,6 +57,18 @@ def test_fedlite_codes_index_the_codebook_and_kmeans_helps() -> None:
         assert torch.equal(z.reshape(8, 8, 4), cb[codes])  # each sub-vector is its codeword
         errs.append(float((z - x).pow(2).sum()))
     assert errs[1] < errs[0], "Lloyd iterations reduce the quantization error"
+
+
+def test_fedlite_groups_have_their_own_codebooks() -> None:
+    cut = Cut(tokens=4, dim=8, num_classes=10, batch_size=8)
+    x = torch.randn(8, 4, 8)
+    x[:, 2:] += 100.0  # positions of the second group live far away from the first
+    stage = _pipe("fedlite:l=4,subdim=4,groups=2", cut).stages[0]
+    fields, _ = stage.encode_forward(x, _ctx())
+    cb, codes = fields["codebook"].value, fields["codes"].value.long()
+    assert cb.shape == (2, 4, 4) and bool((cb[1] > 50).all()) and bool((cb[0] < 50).all())
+    z = stage.decode_forward({"codes": codes, "codebook": cb}, None, _ctx())
+    torch.testing.assert_close(z.reshape(8, 8, 4)[:, 4:], cb[1][codes[:, 4:]])
 
 
 def test_fedlite_rejects_codes_beyond_l() -> None:
@@ -172,16 +187,16 @@ def _lowrank_error(spec: str, x: torch.Tensor) -> tuple[float, torch.Tensor]:
 
 def test_lowrank_svd_is_the_truncated_svd() -> None:
     x = torch.randn(3, 12, 10, generator=torch.Generator().manual_seed(0))
-    _, xhat = _lowrank_error("lowrank:rank=4", x)
+    _, xhat = _lowrank_error("lowrank:rank=4,solver=svd", x)
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     torch.testing.assert_close(xhat, u[..., :4] @ torch.diag_embed(s[:, :4]) @ vh[:, :4], atol=1e-5, rtol=1e-5)
     low = torch.randn(3, 12, 3) @ torch.randn(3, 3, 10)  # rank 3: reconstructed exactly
-    assert _lowrank_error("lowrank:rank=3", low)[0] < 1e-8
+    assert _lowrank_error("lowrank:rank=3,solver=svd", low)[0] < 1e-8
 
 
 def test_lowrank_power_iterations_approach_svd() -> None:
     x = torch.randn(3, 12, 10, generator=torch.Generator().manual_seed(0))
-    exact = _lowrank_error("lowrank:rank=4", x)[0]
+    exact = _lowrank_error("lowrank:rank=4,solver=svd", x)[0]
     rough = _lowrank_error("lowrank:rank=4,solver=power,iters=1", x)[0]
     close = _lowrank_error("lowrank:rank=4,solver=power,iters=30", x)[0]
     assert exact <= close < rough and close < exact * 1.01
@@ -208,3 +223,17 @@ def test_lowrank_float16_factors_and_rank_limit() -> None:
     assert p.analytic_bytes(128)[0] == 2 * 128 * 192 * 8 + 2 * 128 * 197 * 8 + 128
     with pytest.raises(ParamError, match="rank"):
         _pipe("lowrank:rank=193")
+
+
+# --------------------------------------------------------------------------------------------
+# compositions: the new stages feed any terminal
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spec", ["tome:ratio=0.5+quant:bits=4", "lowrank:rank=4+quant:bits=8", "tome:ratio=0.5+lowrank:rank=2"]
+)
+def test_compositions_round_trip_with_exact_analytic_size(spec: str) -> None:
+    h = make(spec)
+    fwd, bwd, loss = h.step()
+    assert math.isfinite(loss)
+    info = [sum(v for k, v in breakdown(m).items() if k != "framing") for m in (fwd, bwd)]
+    assert tuple(info) == h.pipeline.analytic_bytes(16)
