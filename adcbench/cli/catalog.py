@@ -103,10 +103,34 @@ def params(entry: dict[str, Any]) -> tuple[Param, ...]:
     )
 
 
+def live(kind: str) -> Any:
+    """The registry itself when this process has already imported and discovered it (then it
+    costs nothing and also knows methods registered at run time); else None."""
+    module = sys.modules.get("adcbench.core.method" if kind == "method" else "adcbench.data.task")
+    reg = getattr(module, "METHODS" if kind == "method" else "TASKS", None)
+    return reg if reg is not None and reg._discovered else None
+
+
 def names(kind: str) -> list[str]:
-    """Every name of `kind`: the catalog's and any plugin entry point's."""
+    """Every name of `kind`: the live registry's if loaded, else the catalog's and any plugin
+    entry point's."""
+    if (reg := live(kind)) is not None:
+        return reg.names()
     eps = [ep.name for ep in importlib.metadata.entry_points(group=GROUPS[kind])]
     return sorted(set(catalog()[kind]) | set(eps))
+
+
+def entries(kind: str, wanted: list[str]) -> dict[str, dict[str, Any]]:
+    """name -> description, from the catalog where it knows the name, else from the registry."""
+    reg = live(kind)
+    known = {} if reg is not None else catalog()[kind]
+    missing = [n for n in wanted if n not in known]
+    if missing and reg is None:
+        from adcbench.core.method import METHODS
+        from adcbench.data.task import TASKS
+
+        reg = METHODS if kind == "method" else TASKS
+    return {n: known[n] if n in known else json.loads(json.dumps(_describe(reg.get(n), kind))) for n in wanted}
 
 
 def check(kind: str, spec: str) -> None:
@@ -115,7 +139,7 @@ def check(kind: str, spec: str) -> None:
     stages = parse_spec(spec)
     if kind == "task" and len(stages) > 1:
         raise ParamError(f"a task spec has one part, got {spec!r}")
-    known = catalog()[kind]
+    known = entries(kind, [n for n, _ in stages if n in names(kind)])
     for name, given in stages:
         if name in known:
             resolve_params(params(known[name]), given, f"{kind} {name}")

@@ -8,26 +8,16 @@ import fnmatch
 import click
 
 from adcbench.cli.app import _fail, main
-from adcbench.cli.catalog import catalog, names, params
+from adcbench.cli.catalog import entries, names, params
 
 XI_TARGETS = (0.01, 0.05, 0.1, 0.3)
 
 
 def _entries(kind: str, pattern: str) -> dict[str, dict]:
-    """name -> catalog entry; a plugin the catalog could not describe is described live."""
     matched = [n for n in names(kind) if fnmatch.fnmatchcase(n, pattern)]
     if not matched:
         _fail(f"no {kind} matches {pattern!r}; known: {', '.join(names(kind))}")
-    known = catalog()[kind]
-    missing = [n for n in matched if n not in known]
-    if missing:
-        from adcbench.cli.catalog import _describe
-        from adcbench.core.method import METHODS
-        from adcbench.data.task import TASKS
-
-        reg = METHODS if kind == "method" else TASKS
-        known = {**known, **{n: _describe(reg.get(n), kind) for n in missing}}
-    return {n: known[n] for n in matched}
+    return entries(kind, matched)
 
 
 @main.command()
