@@ -39,7 +39,7 @@ def test_pretrain_then_run_from_the_warm_start(tmp_path):
     assert res.exit_code == 2 and f"adcbench pretrain --task cifar10 --data {data}" in res.output
     res = invoke("pretrain", "--task", "cifar10", "--data", data, "--epochs", "1", "--batch-size", "4", "--quiet")
     assert res.exit_code == 0, res.output
-    assert "warm start" in res.output and "1 epochs" in res.output
+    assert "warm start" in res.output and "1 epoch at" in res.output
     res = invoke(
         "run",
         "--method",
