@@ -40,7 +40,9 @@ class C3SL(Method):
         Param("seed", int, 0, "seed of the keys, shared by client and server (keys are not sent)", low=0),
     )
     eval_compressed = "bound as in training; a batch that is not a multiple of R is zero-padded"
-    deployment_policy = "raw"  # the paper code switches binding off in eval() (reference notes §3)
+    # Deployed compressed (issue 14): a C3-SL server never receives raw activations. The reference
+    # code switches binding off in eval() (docs/paper-reference.md §3); that is the raw policy, reported beside.
+    deployment_policy = "compressed"
     rate_param = ("R", (2, 4, 8))
     field_categories = {"count": Category.SIDE}
 
