@@ -1,6 +1,14 @@
 """Whole-message wire bytes against the information content of each payload, at the paper's shapes.
 
     python benchmarks/wire_limit.py [--out docs/benchmarks/wire-limit.md] [--only SPEC ...] [--reps N]
+                                    [--json FILE] [--compare BASELINE.json]
+
+Encode/decode cost against an earlier version (the table's "vs base" columns): run this script
+with the earlier tree first on the import path, e.g.
+
+    git archive 3bccf4c | tar -x -C /tmp/base && ln -s ../methods /tmp/base/adcbench/methods
+    (cd /tmp/base && PYTHONPATH=/tmp/base python $OLDPWD/benchmarks/wire_limit.py --json /tmp/base.json)
+    python benchmarks/wire_limit.py --compare /tmp/base.json --out docs/benchmarks/wire-limit.md
 
 Shapes: B = 128, n = 197, d = 192 (DeiT-Tiny cut), 100 classes. The activations are Gaussian, the
 attention rows a softmax of Gaussian scores and the gradient Gaussian (sizes depend on shapes
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import statistics
@@ -207,19 +216,29 @@ def _median(fn: Any, reps: int) -> float:
     return statistics.median(times)
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]], base: dict[str, dict[str, Any]]) -> str:
     head = (
         "| method | fwd wire B | fwd information B | fwd wire/info | bwd wire B | bwd information B | "
         "bwd wire/info | encode ms | decode ms |"
     )
+    if base:
+        head += " base fwd wire/info | encode vs base | decode vs base |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         star = "" if r["known"] else " *"
-        lines.append(
+        line = (
             f"| `{r['spec']}`{star} | {r['fwd']:,} | {r['info_fwd']:,.1f} | {r['fwd'] / r['info_fwd']:.5f} | "
             f"{r['bwd']:,} | {r['info_bwd']:,.1f} | {r['bwd'] / r['info_bwd']:.5f} | "
             f"{1e3 * r['t_enc']:.1f} | {1e3 * r['t_dec']:.1f} |"
         )
+        if base:
+            b = base.get(r["spec"])
+            line += (
+                f" {b['fwd'] / r['info_fwd']:.3f} | {r['t_enc'] / b['t_enc']:.2f} | {r['t_dec'] / b['t_dec']:.2f} |"
+                if b
+                else " - | - | - |"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -227,14 +246,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     ap.add_argument("--only", nargs="*", default=None, help="method specs instead of the default list")
-    ap.add_argument("--reps", type=int, default=3, help="timed repetitions (median)")
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions (median)")
+    ap.add_argument("--json", default=None, help="also write the raw rows as JSON")
+    ap.add_argument("--compare", default=None, help="JSON rows of an earlier version (vs-base columns)")
     args = ap.parse_args()
+    base = {r["spec"]: r for r in json.loads(Path(args.compare).read_text())} if args.compare else {}
     torch.set_num_threads(1)
     data = inputs()
     t0 = time.perf_counter()
     rows = []
     for spec in args.only or SPECS:
-        rows.append(measure(spec, data, args.reps))
+        try:
+            rows.append(measure(spec, data, args.reps))
+        except Exception as exc:  # an earlier version may not know a spec (baseline runs)
+            print(f"{spec}: skipped ({type(exc).__name__}: {exc})", flush=True)
+            continue
         r = rows[-1]
         print(f"{spec:40s} fwd {r['fwd'] / r['info_fwd']:.5f}  bwd {r['bwd'] / r['info_bwd']:.5f}", flush=True)
     worst = [r["spec"] for r in rows if max(r["fwd"] / r["info_fwd"], r["bwd"] / r["info_bwd"]) > TARGET]
@@ -252,7 +278,10 @@ def main() -> None:
             f"load average at start {os.getloadavg()[0]:.2f}; run took {time.perf_counter() - t0:.0f} s",
             f"- shapes: B = {B}, n = {N_TOKENS}, d = {DIM}, {CLASSES} classes; Gaussian activations and gradients",
             "",
-            table(rows),
+            "- vs base: the same measurement of "
+            + (f"`{args.compare}` (an earlier tree, see the docstring); ratios above 1 are slower" if base else "-"),
+            "",
+            table(rows, base),
             "",
             f"- wire ≤ {TARGET} × information: "
             + ("met by every row" if not worst else "NOT met by " + ", ".join(f"`{s}`" for s in worst)),
@@ -260,6 +289,8 @@ def main() -> None:
         ]
     )
     print(doc)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows))
     if args.out:
         Path(args.out).write_text(doc)
 
