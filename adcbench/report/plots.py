@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adcbench.report.tables import method_label
+from adcbench.report.tables import method_label, record_hash
 
 BREAKDOWN = ("payload", "side", "labels", "framing")
 
@@ -114,7 +114,7 @@ def breakdown(records: list[dict], kept: set[tuple[str, int]], task: str, out: P
     plt, sns = _setup()
     rows = []
     for r in records:
-        if r.get("task") != task or (r.get("config_hash"), r.get("seed")) not in kept:
+        if r.get("task") != task or (record_hash(r), r.get("seed")) not in kept:
             continue
         samples = max(1, r["steps"] * r["train"]["batch_size"])
         for key in BREAKDOWN:

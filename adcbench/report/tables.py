@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adcbench.core.records import config_hash
+from adcbench.train.identity import identity_of_record
+
 # Fractions of `none`'s final accuracy whose byte cost the leaderboard reports.
 TARGET_FRACTIONS = (0.90, 0.95, 0.99)
 POLICY_COLUMN = {"raw": "acc", "compressed": "acc_compressed"}
@@ -37,6 +40,14 @@ def _learned_default(stage: Any) -> str:
     return "compressed" if learned else "raw"
 
 
+def record_hash(r: dict[str, Any]) -> str:
+    """The configuration hash recomputed from the identity a record carries, so records written
+    before and after a change in what the hash covers group together (docs/sweeps.md)."""
+    if r.get("stages") is None:  # not a full record (hand-made or truncated): trust its own hash
+        return str(r.get("config_hash"))
+    return config_hash(identity_of_record(r))
+
+
 def method_label(r: dict[str, Any]) -> str:
     """The method as the tables show it: the spec, plus the compute precision unless fp32, so a
     bf16 run (whose `none` sends half the bytes) is never averaged with, or baselined on, fp32."""
@@ -57,7 +68,7 @@ def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
             {
                 "task": r["task"],
                 "method": method_label(r),
-                "config_hash": r["config_hash"],
+                "config_hash": record_hash(r),
                 "seed": r["seed"],
                 "acc": final.get("acc"),
                 "acc_compressed": final.get("acc_compressed"),
@@ -154,7 +165,7 @@ def history_table(records: list[dict[str, Any]], runs: pd.DataFrame) -> pd.DataF
     keep = set(zip(runs["config_hash"], runs["seed"], runs["created"])) if len(runs) else set()
     rows = []
     for r in records:
-        key = (r.get("config_hash"), r.get("seed"), (r.get("provenance") or {}).get("created", ""))
+        key = (record_hash(r), r.get("seed"), (r.get("provenance") or {}).get("created", ""))
         if key not in keep:
             continue
         policy = deployment_policy(r["method"])
@@ -163,7 +174,7 @@ def history_table(records: list[dict[str, Any]], runs: pd.DataFrame) -> pd.DataF
                 {
                     "task": r["task"],
                     "method": method_label(r),
-                    "config_hash": r["config_hash"],
+                    "config_hash": record_hash(r),
                     "seed": r["seed"],
                     "step": h["step"],
                     "bytes": h["bytes_fwd"] + h["bytes_bwd"],
