@@ -83,6 +83,7 @@ class FedLite(Method):
     eval_compressed = "product-quantized as in training (K-means with a fixed seed per eval batch)"
     deployment_policy = "compressed"
     rate_param = ("l", (64, 16, 4))
+    field_categories = {"codes": Category.PAYLOAD, "codebook": Category.SIDE, "g": Category.PAYLOAD}
 
     def __init__(self, **params: object) -> None:
         super().__init__(**params)

@@ -68,6 +68,7 @@ class LowRank(Method):
     eval_compressed = "same factorization as training (power iterations from a fixed seed)"
     deployment_policy = "compressed"
     rate_param = ("rank", (8, 4, 1))
+    field_categories = {"q": Category.SIDE}
 
     def setup(self, cut: Cut, in_shape: tuple[int, ...]) -> None:
         super().setup(cut, in_shape)

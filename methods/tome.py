@@ -80,6 +80,7 @@ class ToMe(Method):
     eval_compressed = "same per-sample merging as training"
     deployment_policy = "compressed"
     rate_param = ("ratio", (0.5, 0.25, 0.1))
+    field_categories = {"sizes": Category.SIDE}
 
     @property
     def prefix(self) -> int:
