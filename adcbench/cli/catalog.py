@@ -92,7 +92,10 @@ def catalog() -> dict[str, dict[str, Any]]:
             _memo = json.loads(path.read_text())
         except (OSError, ValueError):
             _memo = build()
-            write_json_atomic(path, _memo)
+            try:
+                write_json_atomic(path, _memo)
+            except OSError:  # a read-only cache only costs the next call the rebuild
+                pass
     return _memo
 
 
