@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from adcbench.cli import main
 from adcbench.cli.options import DEFAULT_OUT, _task_spec
 from adcbench.core.method import METHODS, Cut
-from adcbench.core.pipeline import Pipeline, _analytic, _none_stages
+from adcbench.core.pipeline import Pipeline, _none_stages
+from adcbench.core.rate import analytic_step_bytes as _analytic
 from adcbench.core.records import read_records
 from adcbench.errors import AdcbenchError, ParamError, TrainingDivergedError
 from adcbench.train import RunConfig, run
