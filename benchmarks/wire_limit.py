@@ -122,11 +122,23 @@ def _stage_bits(stage: Method, batch: int, shape: tuple[int, ...], training: boo
     if name == "c3sl":
         R = stage.config["R"]
         return (32.0 if batch % R else 0.0), -(-batch // R), True
+    if name == "tome":  # merged-token sizes in [1, n], each at ceil(log2 n) bits; none without proportional
+        if not stage.config["proportional"]:
+            return 0.0, batch, True
+        n = shape[0]
+        return float(batch * (stage.tokens(n) - stage.prefix) * stage._size_bits(n)), batch, True  # type: ignore[attr-defined]
+    if name == "lowrank":  # the basis Q: d x rank values at their stated width, per sample
+        width = 8 * torch.empty((), dtype=stage.dtype).element_size()  # type: ignore[attr-defined]
+        return float(batch * shape[1] * stage.config["rank"] * width), batch, True
     nbytes, next_n = stage.analytic_forward(batch, shape, training)
     return 8.0 * nbytes, next_n, False
 
 
 def _terminal_bits(stage: Method, batch: int, shape: tuple[int, ...], backward: bool) -> tuple[float, bool]:
+    if stage.registry_name == "fedlite":  # codes at log2 l bits per sub-vector, the codebook at float32
+        L, s, R = stage.config["l"], stage.config["subdim"], stage.config["groups"]
+        fwd = batch * stage.q(shape) * math.log2(L) + 32 * R * L * s  # type: ignore[attr-defined]
+        return (32.0 * batch * math.prod(shape) if backward else fwd), True  # the paper's float32 gradient
     if stage.registry_name not in ("quant", "float"):
         nbytes = stage.analytic_backward(batch, shape) if backward else stage.analytic_forward(batch, shape, True)[0]
         return 8.0 * nbytes, False

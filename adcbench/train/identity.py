@@ -14,15 +14,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
+
+from adcbench.core.method import Cut
 from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import config_hash
 from adcbench.data.task import Task, get_task
-from adcbench.train.config import RunConfig, resolve
+from adcbench.model.backbones import probe_cut
+from adcbench.train.config import RunConfig, resolve, wire_dtype
 
 # Fields that cannot change a run's result: where it writes, how it shows progress, how many CPU
 # threads it uses (a sweep's --jobs sets them), how often it checkpoints.
 NOT_IDENTITY = frozenset(
     {"seed", "out", "progress", "threads", "checkpoint_dir", "checkpoint_every", "keep_checkpoints"}
+    # how fast, not what: compiled blocks and row skipping give the same numbers (record["runtime"])
+    | {"compile", "row_skip"}
 )
 # Fields that enter the identity in resolved form (method spec, task parameters, model, settings).
 RESOLVED = frozenset({"method", "task", "task_params", "data", "arch", "init"})
@@ -60,7 +66,13 @@ def identity(cfg: RunConfig, task: Task, pipeline: Pipeline, settings: dict[str,
 def plan_identity(cfg: RunConfig) -> dict[str, Any]:
     """The identity of `cfg` without loading anything; raises AdcbenchError on any invalid setting."""
     task = build_task(cfg)
-    return identity(cfg, task, Pipeline.from_spec(cfg.method), resolve(cfg, task))
+    pipeline, settings = Pipeline.from_spec(cfg.method, wire_dtype(cfg)), resolve(cfg, task)
+    if any(getattr(s, "target_xi", None) is not None for s in pipeline.stages):
+        # A generic xi= resolves against the cut, as the run does (on a weightless skeleton).
+        _, n, d, prefix = probe_cut(task, cfg.arch, settings["split"])
+        with torch.random.fork_rng(devices=[]):
+            pipeline.setup(Cut(n, d, task.num_classes, settings["batch_size"], prefix))
+    return identity(cfg, task, pipeline, settings)
 
 
 def identity_of_record(record: dict[str, Any]) -> dict[str, Any]:
