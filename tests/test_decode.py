@@ -73,3 +73,11 @@ def test_topk_rejects_unsorted_or_duplicated_indices(defect: str) -> None:
     fields[name] = Field(f.kind, f.category, idx, f.bits)
     with pytest.raises(WireFormatError):
         h.server.train_step(h.pipeline.pack(Message(fields)), 0)
+
+
+@pytest.mark.parametrize(("granularity", "groups"), [("tensor", ()), ("sample", (16,)), ("token", (16, 17))])
+def test_quant_sends_one_scale_pair_per_group(granularity: str, groups: tuple[int, ...]) -> None:
+    h = make(f"quant:bits=4,granularity={granularity}")
+    x, y = h.batch()
+    msg = h.pipeline.unpack(h.client.forward(x, y, 0))
+    assert tuple(msg["0.scale"].shape) == (*groups, 2)

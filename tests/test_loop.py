@@ -119,3 +119,11 @@ def test_recorded_config_names_every_setting() -> None:
         if f.name in ("out", "progress", "device", "threads"):
             continue  # where and how it ran, not what: provenance
         assert f.name in train, f"{f.name} is not in the record's training settings"
+
+
+def test_nominal_accounting_of_none_is_the_papers_base() -> None:
+    c = cfg()
+    p = build_parties(c)
+    nominal = new_record(c, p)["nominal"]
+    assert nominal["xi"] == 1.0  # `none` is the paper's C_Base: 4 bytes per value, per step and direction
+    assert nominal["bytes_per_step"] == nominal["base_bytes_per_step"] == 4 * BATCH * p.cut.tokens * p.cut.dim
