@@ -8,7 +8,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from adcbench.core.method import Cut
+from adcbench.core.method import Context, Cut
 from adcbench.core.pipeline import Pipeline
 from adcbench.model.split import cut_shape, split_vit
 from adcbench.train.roles import Client, Server
@@ -69,3 +69,20 @@ def make(spec: str, seed: int = 0, batch: int = BATCH) -> Harness:
         Server(server_net, pipeline, cut, 1e-3, seed, CPU),
         cut,
     )
+
+
+def sent_and_decoded(h: Harness, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The client's activation at the cut and the server's decoded input, through real bytes."""
+    x, y = h.batch(seed=seed)
+    captured = {}
+    encode = h.pipeline.encode_forward
+
+    def spy(act, ctx):
+        captured["h"] = act.detach().clone()
+        return encode(act, ctx)
+
+    h.pipeline.encode_forward = spy  # an instance attribute: only this harness's pipeline
+    data = h.client.forward(x, y, 0)
+    del h.pipeline.encode_forward
+    server_in, _, _ = h.pipeline.decode_forward(h.pipeline.unpack(data), Context(True, h.cut, 0))
+    return captured["h"], server_in.detach()

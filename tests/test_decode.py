@@ -9,37 +9,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _harness import Harness, make, one_thread  # noqa: F401 (module-wide fixture)
-
-from adcbench.core.method import Context
-
-
-def _sent_and_decoded(h: Harness) -> tuple[torch.Tensor, torch.Tensor]:
-    """The client's activation at the cut and the server's decoded input, through real bytes."""
-    x, y = h.batch()
-    captured = {}
-    encode = h.pipeline.encode_forward
-
-    def spy(act, ctx):
-        captured["h"] = act.detach().clone()
-        return encode(act, ctx)
-
-    h.pipeline.encode_forward = spy  # instance attribute: only this harness's pipeline
-    data = h.client.forward(x, y, 0)
-    server_in, _, _ = h.pipeline.decode_forward(h.pipeline.unpack(data), Context(True, h.cut, 0))
-    return captured["h"], server_in.detach()
+from _harness import make, one_thread, sent_and_decoded  # noqa: F401 (module-wide fixture)
 
 
 @pytest.mark.parametrize("spec", ["none", "float", "none+zstd", "float+zlib:level=9", "none+zlib+zstd"])
 def test_identity_and_lossless_chains_decode_bit_exactly(spec: str) -> None:
-    sent, got = _sent_and_decoded(make(spec))
+    sent, got = sent_and_decoded(make(spec))
     assert got.dtype == sent.dtype and torch.equal(got, sent)
 
 
 @pytest.mark.parametrize("spec", ["quant:bits=8", "quant:bits=3,granularity=token", "quant:bits=5,granularity=tensor"])
 def test_quant_within_half_a_step_of_its_group(spec: str) -> None:
     h = make(spec)
-    sent, got = _sent_and_decoded(h)
+    sent, got = sent_and_decoded(h)
     stage = h.pipeline.stages[-1]
     rows_s, rows_g = stage._rows(sent), stage._rows(got)
     step = (rows_s.amax(1, keepdim=True) - rows_s.amin(1, keepdim=True)) / ((1 << stage.config["bits"]) - 1)
@@ -49,14 +31,14 @@ def test_quant_within_half_a_step_of_its_group(spec: str) -> None:
 
 
 def test_float16_within_its_rounding() -> None:
-    sent, got = _sent_and_decoded(make("float:dtype=float16"))
+    sent, got = sent_and_decoded(make("float:dtype=float16"))
     assert torch.equal(got, sent.half().float())
     assert bool(((got - sent).abs() <= sent.abs() * 2**-11 + 2**-24).all())
 
 
 @pytest.mark.parametrize("ratio", [0.05, 0.3])  # packed indices, bitmap
 def test_topk_exact_on_its_support_zero_elsewhere(ratio: float) -> None:
-    sent, got = _sent_and_decoded(make(f"topk:ratio={ratio}"))
+    sent, got = sent_and_decoded(make(f"topk:ratio={ratio}"))
     flat_s, flat_g = sent.reshape(len(sent), -1), got.reshape(len(got), -1)
     k = max(1, round(ratio * flat_s.shape[1]))
     support = flat_s.abs().topk(k, dim=1).indices

@@ -119,3 +119,31 @@ def test_recorded_config_names_every_setting() -> None:
         if f.name in ("out", "progress", "device", "threads"):
             continue  # where and how it ran, not what: provenance
         assert f.name in train, f"{f.name} is not in the record's training settings"
+
+
+def test_nominal_accounting_of_none_is_the_papers_base() -> None:
+    c = cfg()
+    p = build_parties(c)
+    nominal = new_record(c, p)["nominal"]
+    assert nominal["xi"] == 1.0  # `none` is the paper's C_Base: 4 bytes per value, per step and direction
+    assert nominal["bytes_per_step"] == nominal["base_bytes_per_step"] == 4 * BATCH * p.cut.tokens * p.cut.dim
+
+
+def test_nominal_budget_stops_at_the_papers_charge() -> None:
+    c = cfg(max_steps=None, budget_accounting="nominal")
+    p = build_parties(c)
+    per_step = 2 * 4 * BATCH * p.cut.tokens * p.cut.dim  # none: xi = 1, both directions
+    rec = run(dataclasses.replace(c, budget_bytes=3 * per_step + per_step - 1, eval_policy="raw"))
+    assert (rec["steps"], rec["stopped_by"]) == (3, "budget")
+
+
+def test_both_policies_and_running_loss_between_evaluations(monkeypatch) -> None:
+    import adcbench.train.loop as loop
+
+    losses: list[float] = []
+    step = loop.train_step
+    monkeypatch.setattr(loop, "train_step", lambda *a: losses.append(step(*a)) or losses[-1])
+    rec = run(cfg(method="quant:bits=2", max_steps=4, eval_every=2, eval_policy="both"))
+    assert [h["train_loss"] for h in rec["history"]] == pytest.approx([sum(losses[:2]) / 2, sum(losses[2:]) / 2])
+    b = rec["bytes"]
+    assert b["eval_per_sample_compressed"] < b["eval_per_sample_raw"], "compressed eval sends the method's bytes"

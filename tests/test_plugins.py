@@ -5,9 +5,11 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import torch
 from _harness import one_thread  # noqa: F401 (module-wide fixture)
 
 from adcbench.core.method import METHODS
+from adcbench.wire import breakdown
 
 PLUGIN = """
 from adcbench.core.method import Method
@@ -36,6 +38,7 @@ def plugin_dist(tmp_path, monkeypatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: adcbench-halve-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[adcbench.methods]\nhalve = adcbench_halve_plugin:Halve\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    METHODS.names()  # discover the built-ins first: restoring an undiscovered (empty) registry breaks later tests
     saved = dict(METHODS._entries)
     METHODS._discovered = False
     yield
@@ -45,12 +48,15 @@ def plugin_dist(tmp_path, monkeypatch):
 
 
 def test_entry_point_method_is_listed_and_runs(plugin_dist) -> None:
-    from _harness import make
+    from _harness import make, sent_and_decoded
 
     assert "halve" in METHODS.names()
     assert "topk" in METHODS.names()  # built-ins are still there
-    fwd, bwd, loss = make("halve+quant:bits=8").step()
-    assert loss > 0 and fwd and bwd
+    sent, decoded = sent_and_decoded(make("halve"))  # x/2 then *2 is exact in float32
+    assert torch.equal(decoded, sent), "the server computes on what the plugin decoded"
+    h = make("halve+quant:bits=8")
+    fwd, bwd, _ = h.step()
+    assert len(fwd) - breakdown(fwd)["framing"] == h.pipeline.analytic_bytes(16)[0]
 
 
 def test_entry_point_method_shows_in_cli_listing(plugin_dist) -> None:
