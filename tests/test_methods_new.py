@@ -36,7 +36,7 @@ def test_fedlite_paper_shapes_and_formula() -> None:
     stage = p.stages[0]
     assert stage.q((197, 192)) == 591
     fwd, bwd = p.analytic_bytes(128)
-    assert fwd == math.ceil(128 * 591 * 5 / 8) + 4 * 32 * 64 + 128  # codes + codebook + labels
+    assert fwd == math.ceil(128 * 591 * 5 / 8) + 4 * 32 * 64 + 128 * 7 // 8  # codes + codebook + 7-bit labels
     assert bwd == 4 * 128 * 197 * 192  # the paper's downlink: the uncompressed gradient
     A, q = 197 * 192, 591  # the ADC authors' charged ratio, for --budget-accounting nominal
     want = 0.5 * ((32 * A * 32 / q + 128 * q * 5) / (32 * A * 128) + 32 * A * 32 / (32 * A * 128 * q))
@@ -220,7 +220,7 @@ def test_lowrank_float16_factors_and_rank_limit() -> None:
     p = _pipe("lowrank:rank=8,factors=float16")
     assert p.stages[1].config["dtype"] == "float16"
     assert p.analytic_bytes(128)[1] == 2 * 128 * 197 * 8  # backward: dL/dP in float16
-    assert p.analytic_bytes(128)[0] == 2 * 128 * 192 * 8 + 2 * 128 * 197 * 8 + 128
+    assert p.analytic_bytes(128)[0] == 2 * 128 * 192 * 8 + 2 * 128 * 197 * 8 + 128 * 7 // 8  # 7-bit labels
     with pytest.raises(ParamError, match="rank"):
         _pipe("lowrank:rank=193")
 

@@ -106,7 +106,7 @@ def _strip(record: dict) -> dict:
     """The record's numbers: everything but timings, provenance and the runtime choices."""
     drop = {"wall_s", "provenance", "runtime", "record_file"}
     rec = {k: v for k, v in record.items() if k not in drop}
-    rec["history"] = [{k: v for k, v in h.items() if k != "wall_s"} for h in record["history"]]
+    rec["history"] = [{k: v for k, v in h.items() if k not in ("wall_s", "traffic")} for h in record["history"]]
     return rec
 
 

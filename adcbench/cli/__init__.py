@@ -8,6 +8,5 @@ exit with code 2, never a traceback. Imports any layer below; nothing imports it
 from adcbench.cli import info, leaderboard, pretrain, run, serve, sweep  # noqa: F401  (register the commands)
 from adcbench.cli.app import entry, main
 from adcbench.cli.options import parse_bytes
-from adcbench.cli.sweep import expand
 
-__all__ = ["entry", "expand", "main", "parse_bytes"]
+__all__ = ["entry", "main", "parse_bytes"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import adcbench
 from adcbench.core.cache import cache_dir, config_hash, file_identity, write_json_atomic
-from adcbench.core.params import Param, parse_spec, resolve_params
+from adcbench.core.params import XI_PARAM, Param, parse_spec, resolve_params
 from adcbench.errors import ParamError, UnknownNameError
 
 GROUPS = {"method": "adcbench.methods", "task": "adcbench.tasks"}
@@ -63,6 +63,7 @@ def _describe(cls: Any, kind: str) -> dict[str, Any]:
         entry["eval_compressed"] = getattr(cls, "eval_compressed", None)
         entry["deployment_policy"] = getattr(cls, "deployment_policy", None)
         entry["same_as"] = getattr(cls, "same_as", None)
+        entry["lossless"] = bool(getattr(cls, "lossless", False))
     else:
         entry.update({f: getattr(cls, f, None) for f in _TASK_FIELDS})
     return entry
@@ -136,6 +137,22 @@ def entries(kind: str, wanted: list[str]) -> dict[str, dict[str, Any]]:
     return {n: known[n] if n in known else json.loads(json.dumps(_describe(reg.get(n), kind))) for n in wanted}
 
 
+def _check_params(kind: str, name: str, entry: dict[str, Any], given: dict[str, Any]) -> None:
+    """As the registry checks them; a generic `xi=` as core.pipeline.build_stage does (its mapping
+    to the native knob needs the cut, so it is left to the run)."""
+    ps = params(entry)
+    if kind != "method" or "xi" not in given or any(p.name == "xi" for p in ps):
+        resolve_params(ps, given, f"{kind} {name}")
+        return
+    rate = entry.get("rate_param")
+    if rate is None or entry.get("lossless"):
+        raise ParamError(f"method {name}: has no rate knob, so xi= does not apply (it is lossless or identity)")
+    if rate[0] in given:
+        raise ParamError(f"method {name}: give either xi= or its native {rate[0]}=, not both")
+    resolve_params(ps, {k: v for k, v in given.items() if k != "xi"}, f"{kind} {name}")
+    XI_PARAM.parse(given["xi"], f"method {name}")
+
+
 def check(kind: str, spec: str) -> None:
     """Reject an unknown name or a bad parameter in a method or task spec, as the registry would,
     before anything heavy is imported. Names only a plugin knows are left to the registry."""
@@ -145,9 +162,7 @@ def check(kind: str, spec: str) -> None:
     known = entries(kind, [n for n, _ in stages if n in names(kind)])
     for name, given in stages:
         if name in known:
-            if kind == "method" and "xi" in given:
-                continue  # a generic xi= is mapped (and checked) by the pipeline, against the cut
-            resolve_params(params(known[name]), given, f"{kind} {name}")
+            _check_params(kind, name, known[name], given)
         elif name not in names(kind):
             everything = names(kind)
             close = difflib.get_close_matches(name, everything, n=3, cutoff=0.5)

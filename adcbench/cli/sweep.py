@@ -4,18 +4,19 @@ locally (`--jobs N`), on Ray or through SLURM. The logic lives in `adcbench.swee
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from adcbench.cli.app import main
-from adcbench.cli.options import _config, run_options
-from adcbench.sweep.grid import Run, SweepError, expand, make_run, parse_seeds
-from adcbench.sweep.launch import Local, Ray, Slurm
-from adcbench.sweep.runner import dry_run, prepare, run_sweep
-from adcbench.sweep.state import parse_shard, shard
-from adcbench.sweep.sweepfile import load_sweep
+from adcbench.cli.options import _config, check_inputs, run_options
+
+if TYPE_CHECKING:
+    from adcbench.sweep.grid import Run
+
+# The sweep layer imports the training stack (torch): it is imported when a sweep runs, so that
+# `adcbench methods` and option errors stay fast (cli/catalog.py).
 
 # Command-line names of run options that are not RunConfig fields of the same name.
 _FIELDS = {"task_spec": ("task", "task_params"), "quiet": ("progress",)}
@@ -31,6 +32,8 @@ def _report_line(rec: dict[str, Any]) -> str:
 
 
 def _launcher(kw: dict[str, Any]) -> Any:
+    from adcbench.sweep.launch import Local, Ray, Slurm
+
     if kw["launcher"] == "ray":
         return Ray(kw["address"], kw["cpus_per_run"], kw["gpus_per_run"])
     if kw["launcher"] == "slurm":
@@ -49,6 +52,9 @@ def _launcher(kw: dict[str, Any]) -> Any:
 def _grid(
     ctx: click.Context, file: str | None, methods: tuple[str, ...], seeds: str | None, kw: dict[str, Any]
 ) -> list[Run]:
+    from adcbench.sweep.grid import SweepError, expand, make_run, parse_seeds
+    from adcbench.sweep.sweepfile import load_sweep
+
     base = _config("none", 0, kw)
     explicit = {
         k for k in kw if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
@@ -117,6 +123,13 @@ def sweep(ctx: click.Context, file: str | None, methods: tuple[str, ...], seeds:
 
     A run is its fully resolved configuration and seed (config hash): changing any option makes
     a new run; a failed or killed run resumes from its last checkpoint."""
+    from adcbench.core.params import expand_braces
+
+    for spec in (s for m in methods for s in expand_braces(m)):  # names and parameters: no torch yet
+        check_inputs(spec, kw)
+    from adcbench.sweep.runner import dry_run, prepare, run_sweep
+    from adcbench.sweep.state import parse_shard, shard
+
     runs = shard(_grid(ctx, file, methods, seeds, kw), parse_shard(kw["shard"]))
     runs = prepare(runs, kw["checkpoint_every"], kw["keep_checkpoints"])
     if kw["dry_run"]:

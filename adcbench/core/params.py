@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -143,3 +145,16 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+# The generic rate knob of every lossy method: the target wire ratio against `none` (core/rate.py).
+XI_PARAM = Param("xi", float, None, "target wire ratio against none", low=0.0, high=1.0, low_open=True)
+
+
+def expand_braces(spec: str) -> list[str]:
+    """Brace expansion of a spec: `adc:xi={0.01,0.1}` -> ['adc:xi=0.01', 'adc:xi=0.1']."""
+    if spec.count("{") != spec.count("}"):
+        raise ParamError(f"unbalanced braces in {spec!r}")
+    parts = re.split(r"(\{[^{}]*\})", spec)
+    choices = [p[1:-1].split(",") if p.startswith("{") else [p] for p in parts]
+    return ["".join(c).strip() for c in itertools.product(*choices)]

@@ -24,7 +24,7 @@ from adcbench.core.method import (
     label_field,
     read_labels,
 )
-from adcbench.core.params import Param, parse_spec
+from adcbench.core.params import XI_PARAM, parse_spec
 from adcbench.core.rate import analytic_step_bytes, map_xi
 from adcbench.errors import ParamError, WireFormatError
 from adcbench.wire import Category, Message
@@ -59,9 +59,6 @@ class LosslessStage:
         from adcbench.core.params import format_spec
 
         return format_spec(self.registry_name, self.config, {p.name: p.default for p in self.params})
-
-
-XI_PARAM = Param("xi", float, None, "target wire ratio against none", low=0.0, high=1.0, low_open=True)
 
 
 def build_stage(name: str, params: Mapping[str, Any]) -> Method | LosslessStage:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import itertools
 import re
 import typing
 from typing import Any
 
+from adcbench.core.params import expand_braces
 from adcbench.data.task import Task
-from adcbench.errors import AdcbenchError
+from adcbench.errors import AdcbenchError, ParamError
 from adcbench.train.config import RunConfig, resolve
 from adcbench.train.identity import plan_run_id
 
@@ -44,11 +44,10 @@ class Run:
 
 def expand(spec: str) -> list[str]:
     """Brace expansion: `adc:xi={0.01,0.1}` -> ['adc:xi=0.01', 'adc:xi=0.1']."""
-    if spec.count("{") != spec.count("}"):
-        raise SweepError(f"unbalanced braces in {spec!r}")
-    parts = re.split(r"(\{[^{}]*\})", spec)
-    choices = [p[1:-1].split(",") if p.startswith("{") else [p] for p in parts]
-    return ["".join(c).strip() for c in itertools.product(*choices)]
+    try:
+        return expand_braces(spec)
+    except ParamError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def parse_seeds(text: Any) -> list[int]:
