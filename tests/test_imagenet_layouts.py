@@ -16,7 +16,7 @@ from adcbench.data.sources import ImageNetFolderSource, ImageNetTarSource, resol
 from adcbench.tasks.large import ImageNet
 
 WNIDS = {"n01440764": "tench, Tinca tinca", "n01443537": "goldfish", "n01484850": "great white shark"}
-COLOUR = {w: c for w, c in zip(WNIDS, [(250, 0, 0), (0, 250, 0), (0, 0, 250)])}
+COLOUR = dict(zip(WNIDS, [(250, 0, 0), (0, 250, 0), (0, 0, 250)]))
 # Validation images in file order: their classes (the ground truth), deliberately interleaved.
 VAL = ["n01484850", "n01440764", "n01443537", "n01440764", "n01484850", "n01443537"]
 PER_CLASS = 3

@@ -97,7 +97,7 @@ class Pipeline:
             raise ParamError("a method needs a lossy or identity stage before lossless ones (e.g. none+zstd)")
         for i, s in enumerate(lossy[:-1]):
             if s.terminal:  # type: ignore[union-attr]
-                nxt = lossy[i + 1].registry_name  # type: ignore[union-attr]
+                nxt = lossy[i + 1].registry_name
                 raise ParamError(
                     f"{s.registry_name} encodes its input completely and must be the last lossy stage "
                     f"(it is followed by {nxt})"
@@ -157,7 +157,8 @@ class Pipeline:
 
     def resolved(self) -> list[dict[str, Any]]:
         out = []
-        for s in (*self.stages, *self.lossless):
+        stages: list[Method | LosslessStage] = [*self.stages, *self.lossless]
+        for s in stages:
             entry: dict[str, Any] = {"name": s.registry_name, "params": dict(s.config)}
             xi = getattr(s, "target_xi", None)
             if xi is not None:
@@ -246,7 +247,7 @@ class Pipeline:
     def input_shapes(self, training: bool) -> list[tuple[int, ...]]:
         """Per-sample input shape of every lossy stage (the first one's is n×d)."""
         assert self.cut is not None, "setup() first"
-        shapes = [(self.cut.tokens, self.cut.dim)]
+        shapes: list[tuple[int, ...]] = [(self.cut.tokens, self.cut.dim)]
         for s in self.stages[:-1]:
             shapes.append(s.rest_shape(shapes[-1], training))
         return shapes

@@ -109,7 +109,7 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
     """Every setting of the run, defaults filled in from the task."""
     if cfg.eval_policy not in EVAL_POLICIES:
         raise ParamError(f"eval policy {cfg.eval_policy!r}; valid: {', '.join(EVAL_POLICIES)}")
-    r = {
+    r: dict[str, Any] = {
         "batch_size": cfg.batch_size or task.batch_size,
         "split": cfg.split or task.split_index,
         "lr": cfg.lr or task.lr,

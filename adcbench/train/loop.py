@@ -8,39 +8,25 @@ gradient bytes -> client) until a `StopRule` says stop, `evaluate` every `eval_e
 
 from __future__ import annotations
 
-import dataclasses
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from adcbench.core.method import Cut, read_predictions
+from adcbench.core.method import read_predictions
 from adcbench.core.pipeline import Pipeline
-from adcbench.core.records import SCHEMA, append_record, config_hash, provenance
-from adcbench.data.imagetask import loader_workers
-from adcbench.data.task import Task
-from adcbench.errors import AdcbenchError, ParamError
-from adcbench.model.backbones import build_backbone, check_init, probe_cut
-from adcbench.model.split import cut_shape, split_vit
-from adcbench.train.checkpoint import BatchStream, RunCheckpoint, resumable_loader
+from adcbench.core.records import append_record
+from adcbench.train.checkpoint import BatchStream, RunCheckpoint
 from adcbench.train.config import (
     EVAL_POLICIES,
-    PRECISIONS,
     RunConfig,
-    check_out,
-    parse_device,
     resolve,
-    wire_dtype,
 )
-from adcbench.train.evaluation import eval_loaders as _eval_loaders
-from adcbench.train.evaluation import eval_progress, say_warmstart
-from adcbench.train.identity import build_task, identity, run_id
-from adcbench.train.roles import Client, Server
-from adcbench.train.runtime import compile_blocks, set_threads, warn_if_oversubscribed
+from adcbench.train.evaluation import eval_progress
+from adcbench.train.identity import run_id
+from adcbench.train.parties import Parties, build_parties, new_record, seed_everything
+from adcbench.train.runtime import warn_if_oversubscribed
 from adcbench.transport import Loopback, Meter, Transport
 
 __all__ = [
@@ -56,170 +42,6 @@ __all__ = [
     "seed_everything",
     "train_step",
 ]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-@dataclasses.dataclass
-class Parties:
-    """Everything a run trains with: the task's data, the split model's two roles, the method."""
-
-    task: Task
-    settings: dict[str, Any]
-    pipeline: Pipeline
-    raw_pipeline: Pipeline  # `none`: what the raw evaluation policy sends
-    cut: Cut
-    client: Client
-    server: Server
-    train_loader: DataLoader
-    eval_loaders: dict[str, DataLoader]  # "history" (maybe a seeded subset) and "final" (the full split)
-    eval_name: str
-    model_info: dict[str, Any]
-    runtime: dict[str, Any] = dataclasses.field(default_factory=dict)  # threads, compile, row_skip
-
-
-def _device(cfg: RunConfig) -> torch.device:
-    return parse_device(cfg.device)
-
-
-def _pipelines(cfg: RunConfig) -> tuple[Pipeline, Pipeline]:
-    """The method's pipeline and the raw (`none`) one, both ending in the run's wire dtype where
-    the method leaves the terminal open; an explicit --wire-dtype the method cannot take is an error."""
-    dtype = wire_dtype(cfg)
-    pipeline = Pipeline.from_spec(cfg.method, dtype)
-    if cfg.wire_dtype != "auto" and not pipeline.wire_dtype_applied:
-        raise ParamError(
-            f"--wire-dtype {cfg.wire_dtype}: {cfg.method} sets its own wire encoding (its last stage is "
-            f"{pipeline.stages[-1].spec}); drop --wire-dtype or end the method in float:dtype=..."
-        )
-    return pipeline, Pipeline.from_spec("none", dtype)
-
-
-def _loader_options(task: Task, device: torch.device) -> dict[str, Any]:
-    """Workers as the task sets them -- on CUDA, for tasks that decode in workers at all, every CPU
-    of this process's share of the machine (no cap: the GPU computes, the CPUs only feed it) --
-    pinned host memory on CUDA (for non-blocking copies), workers kept alive across epochs and
-    evaluations, each prefetching a few batches ahead."""
-    cuda = device.type == "cuda"
-    workers = task.num_workers
-    if cuda and workers > 0:
-        workers = loader_workers(most=None, share=torch.cuda.device_count())
-    opts: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda}
-    if workers > 0:
-        opts.update(persistent_workers=True, prefetch_factor=4)
-    return opts
-
-
-def prepare(cfg: RunConfig) -> tuple[Task, Pipeline, dict[str, Any], Cut, torch.device]:
-    """Every option checked before any data or weights load: names and parameters, settings,
-    device, the record folder, the split against the backbone's depth (on a weightless skeleton),
-    and the method against the cut's shapes (so `xi=` resolves to its native setting here)."""
-    task = build_task(cfg)
-    pipeline, _ = _pipelines(cfg)
-    settings = resolve(cfg, task)
-    device = _device(cfg)
-    if cfg.threads is not None and cfg.threads < 1:
-        raise ParamError(f"threads={cfg.threads} is out of range; valid: integer >= 1")
-    check_out(cfg.out)
-    check_init(task, cfg.init or task.default_init, cfg.arch)
-    _, n, d, prefix = probe_cut(task, cfg.arch, settings["split"])
-    cut = Cut(n, d, task.num_classes, settings["batch_size"], prefix)
-    with torch.random.fork_rng(devices=[]):  # set up again after seeding, where runs always did
-        pipeline.setup(cut)
-    if settings["budget_accounting"] == "nominal" and pipeline.nominal_ratio() is None:
-        raise ParamError(f"{pipeline.spec} has no nominal ratio in the paper; use --budget-accounting measured")
-    return task, pipeline, settings, cut, device
-
-
-def build_parties(cfg: RunConfig) -> Parties:
-    """Task, loaders, split model and roles; all settings are validated before any data loads."""
-    task, pipeline, settings, cut, device = prepare(cfg)
-    runtime = {**set_threads(cfg.threads), "compile": cfg.compile, "row_skip": cfg.row_skip}
-    init = cfg.init or task.default_init
-    seed_everything(cfg.seed)
-
-    splits = task.splits(val_fraction=settings["val_fraction"])
-    bs = settings["batch_size"]
-    # shuffled, resumable mid-epoch; workers and pinning as the device wants them
-    train_loader = resumable_loader(splits.train, bs, cfg.seed, **_loader_options(task, device))
-    if len(train_loader) == 0:
-        raise ParamError(f"batch_size={bs} exceeds the {len(splits.train)} training samples")
-    eval_loaders = _eval_loaders(splits.eval, settings, **_loader_options(task, device))
-
-    vit, init_info = build_backbone(task, init, cfg.arch)
-    if init_info.get("init") == "warmstart":
-        say_warmstart(init_info)
-    model_info = {
-        "arch": cfg.arch or task.arch,
-        "init": init,
-        "depth": len(vit.blocks),
-        "params": sum(p.numel() for p in vit.parameters()),
-        **init_info,
-    }
-    client_net, server_net = split_vit(vit, settings["split"], capture_attention=pipeline.needs_attention)
-    client_net.to(device), server_net.to(device)
-    if cut_shape(client_net, task.image_size, task.in_chans) != (cut.tokens, cut.dim):
-        raise AdcbenchError("the backbone's cut shape differs from its skeleton's")  # an internal invariant
-    if cfg.compile:
-        compile_blocks(client_net, server_net)
-    runtime["row_skip"] = cfg.row_skip and pipeline.selects_rows and client_net.can_skip_rows
-    pipeline.setup(cut)
-    for side in ("client", "server"):
-        for m in pipeline.modules(side):
-            m.to(device)
-    raw_pipeline = Pipeline.from_spec("none", wire_dtype(cfg))
-    raw_pipeline.setup(cut)
-    dtype = PRECISIONS[cfg.precision]
-    return Parties(
-        task,
-        settings,
-        pipeline,
-        raw_pipeline,
-        cut,
-        Client(client_net, pipeline, cut, settings["lr"], cfg.seed, device, dtype, row_skip=cfg.row_skip),
-        Server(server_net, pipeline, cut, settings["lr"], cfg.seed, device, dtype),
-        train_loader,
-        eval_loaders,
-        splits.eval_name,
-        model_info,
-        runtime,
-    )
-
-
-def new_record(cfg: RunConfig, p: Parties) -> dict[str, Any]:
-    """The record's identity (what `config_hash` covers), provenance and accounting constants."""
-    ident = identity(cfg, p.task, p.pipeline, p.settings)
-    record: dict[str, Any] = {
-        "schema": SCHEMA,
-        **ident,
-        "model": {**p.model_info, **ident["model"]},  # depth, params, warm-start recipe: derived, not hashed
-        "seed": cfg.seed,
-        "config_hash": config_hash(ident),
-        "cut": dataclasses.asdict(p.cut),
-        "eval_split": p.eval_name,
-        "data_info": p.task.data_info(),
-        "analytic_bytes_per_step": dict(zip(("fwd", "bwd"), p.pipeline.analytic_bytes(p.settings["batch_size"]))),
-        "provenance": provenance(cfg.device),
-        "precision": {"compute": cfg.precision, "wire_dtype": wire_dtype(cfg), "sent_fwd": [], "sent_bwd": []},
-        "runtime": p.runtime,  # how the machine was used; not identity (same numbers either way)
-        "status": "running",
-        "history": [],
-    }
-    achieved = p.pipeline.achieved_xi(p.settings["batch_size"])
-    if achieved is not None:
-        record["xi_achieved"] = achieved
-    nominal = p.pipeline.nominal_ratio()
-    base_step = 4 * p.settings["batch_size"] * p.cut.tokens * p.cut.dim  # the paper's C_Base per step and direction
-    record["nominal"] = {
-        "xi": nominal,
-        "base_bytes_per_step": base_step,
-        "bytes_per_step": None if nominal is None else nominal * base_step,
-    }
-    return record
 
 
 def train_step(p: Parties, transport: Transport, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
@@ -303,7 +125,8 @@ class _History:
         self, p: Parties, record: dict[str, Any], transport: Transport, exchange: Exchange, progress: bool = False
     ) -> None:
         self.p, self.record, self.transport, self.exchange = p, record, transport, exchange
-        self.loss_sum, self.loss_n, self.stats_sum = 0.0, 0, {}
+        self.loss_sum, self.loss_n = 0.0, 0
+        self.stats_sum: dict[str, float] = {}
         self.eval_per_sample: dict[str, float] = {}
         self.policies = ["raw", "compressed"] if p.settings["eval_policy"] == "both" else [p.settings["eval_policy"]]
         self.t0 = time.perf_counter()

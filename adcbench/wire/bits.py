@@ -39,18 +39,18 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
         return np.packbits(v.astype(np.uint8), bitorder="little").tobytes()
     if bits in (2, 4):  # several values per byte, none straddles a byte
         per = 8 // bits
-        w = np.zeros(-(-v.size // per) * per, dtype=np.uint8)
-        w[: v.size] = v
-        w = w.reshape(-1, per)
+        flat = np.zeros(-(-v.size // per) * per, dtype=np.uint8)
+        flat[: v.size] = v
+        w = flat.reshape(-1, per)
         out = w[:, 0].copy()
         for p in range(1, per):
             out |= w[:, p] << np.uint8(p * bits)
         return out.tobytes()
     count = v.size
     groups = -(-count // 8)
-    g = np.zeros(groups * 8, dtype=np.uint64)
-    g[:count] = v
-    g = g.reshape(groups, 8)
+    flat64 = np.zeros(groups * 8, dtype=np.uint64)
+    flat64[:count] = v
+    g = flat64.reshape(groups, 8)
     out = np.zeros((groups, bits), dtype=np.uint8)
     for p, first, off in _group_layout(bits):
         w = g[:, p] << np.uint64(off)

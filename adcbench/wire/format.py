@@ -113,7 +113,7 @@ class Field:
     def data_nbytes(self) -> int:
         """Bytes of the field's data (its body without the header)."""
         if self.kind == Kind.BYTES:
-            return len(self.value)  # type: ignore[arg-type]
+            return len(self.value)
         t = self.value
         assert isinstance(t, torch.Tensor)
         if self.kind == Kind.TENSOR:
@@ -348,7 +348,7 @@ def _parse(data: bytes, materialize: bool, limits: Limits) -> Iterator[tuple[str
     """Walk and validate a message; yields (name, category, data bytes, Field or None)."""
     body = _checked_body(data, limits)
     count = body[5]
-    r, seen = _Reader(body, 6, limits), set()
+    r, seen = _Reader(body, 6, limits), set[str]()
     for _ in range(count):
         name = r.name(seen)
         category, nbytes, field = _parse_field(r, name, materialize)
