@@ -30,14 +30,8 @@ def deployment_policy(spec: str) -> str:
         stages = Pipeline.from_spec(spec).stages
     except Exception:  # a method no longer registered: report it under the paper's default policy
         return "raw"
-    policies = {getattr(s, "deployment_policy", _learned_default(s)) for s in stages}
+    policies = {getattr(s, "deployment_policy", "raw") for s in stages}
     return "compressed" if "compressed" in policies else "raw"
-
-
-def _learned_default(stage: Any) -> str:
-    # Before methods declared it: learned codecs (trainable client/server modules) are compressed.
-    learned = getattr(stage, "client_module", None) is not None or type(stage).__name__ in ("Bottleneck", "C3SL")
-    return "compressed" if learned else "raw"
 
 
 def record_hash(r: dict[str, Any]) -> str:
