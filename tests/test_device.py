@@ -23,7 +23,7 @@ from adcbench.core.pipeline import LosslessStage
 from adcbench.data.imagetask import loader_workers
 from adcbench.errors import AdcbenchError, ParamError
 from adcbench.tasks.digits import Digits
-from adcbench.train import loop
+from adcbench.train import parties as loop  # where the run is built (device, loaders)
 from adcbench.train.config import parse_device
 from adcbench.train.loop import RunConfig, build_parties, train_step
 from adcbench.transport import Loopback

@@ -50,7 +50,7 @@ def no_loading(monkeypatch):
         raise AssertionError("data or model loaded before the options were checked")
 
     monkeypatch.setattr("adcbench.data.task.Task.splits", boom)
-    monkeypatch.setattr("adcbench.train.loop.build_backbone", boom)
+    monkeypatch.setattr("adcbench.train.parties.build_backbone", boom)
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ def test_bf16_trains_digits_through_the_cli_with_the_wire_dtype_recorded(tmp_pat
     assert rec["train"]["precision"] == "bf16"  # part of the config hash
     B, n, d = rec["train"]["batch_size"], rec["cut"]["tokens"], rec["cut"]["dim"]
     analytic = rec["analytic_bytes_per_step"]
-    assert analytic == {"fwd": 2 * B * n * d + B, "bwd": 2 * B * n * d}  # bf16 payload, uint8 labels
+    assert analytic == {"fwd": 2 * B * n * d + B * 4 // 8, "bwd": 2 * B * n * d}  # bf16 payload, 4-bit labels
     for way in ("fwd", "bwd"):
         parts = rec["bytes"][f"breakdown_{way}"]
         assert parts["payload"] + parts["side"] + parts["labels"] == 3 * analytic[way]
