@@ -6,5 +6,5 @@
 # About 30-40 minutes on 2 CPU cores (`--jobs 2` splits them between two runs at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-adcbench sweep sweeps/digits.yaml --quiet "$@"
+adcbench sweep sweeps/digits.yaml --out results --quiet "$@"
 adcbench leaderboard
