@@ -119,7 +119,7 @@ def test_recorded_config_names_every_setting() -> None:
             continue  # recorded at the top level or under `model`
         if f.name in NOT_IDENTITY or f.name in ("device",):
             continue  # where and how it ran, not what: provenance and runtime
-        if f.name in ("precision", "wire_dtype", "eval_samples", "final_eval"):
+        if f.name in ("precision", "wire_dtype", "eval_samples", "final_eval", "eval_schedule"):
             continue  # in the identity only when set (so older records keep their hash): test_sweep.py
         assert f.name in train, f"{f.name} is not in the record's training settings"
 
@@ -150,3 +150,14 @@ def test_both_policies_and_running_loss_between_evaluations(monkeypatch) -> None
     assert [h["train_loss"] for h in rec["history"]] == pytest.approx([sum(losses[:2]) / 2, sum(losses[2:]) / 2])
     b = rec["bytes"]
     assert b["eval_per_sample_compressed"] < b["eval_per_sample_raw"], "compressed eval sends the method's bytes"
+
+
+def test_log_schedule_evaluates_at_log_spaced_steps_and_keeps_fixed_hashes() -> None:
+    fixed = run(cfg(max_steps=10, eval_every=5, eval_policy="raw"))
+    log = run(cfg(max_steps=10, eval_every=5, eval_policy="raw", eval_schedule="log"))
+    assert [h["step"] for h in fixed["history"]] == [5, 10]
+    assert [h["step"] for h in log["history"]] == [1, 2, 3, 4, 5, 6, 8, 10]  # x1.5 steps, every 5, the end
+    assert "eval_schedule" not in fixed["train"] and log["train"]["eval_schedule"] == "log"
+    assert fixed["config_hash"] != log["config_hash"]
+    # The schedule changes when the history is read, not the training: the same bytes and loss.
+    assert log["bytes"]["fwd"] == fixed["bytes"]["fwd"] and log["steps"] == fixed["steps"] == 10

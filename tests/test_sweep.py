@@ -99,7 +99,7 @@ def test_sweep_file_grid_overrides_and_dry_run(tmp_path):
 def _alternative(name: str, value):
     table = {"method": "adc", "task_params": {"size": 8}, "data": "/x", "eval_policy": "raw", "init": "/w.safetensors"}
     table |= {"budget_accounting": "nominal", "arch": "vit_tiny_patch16_224", "device": "cuda", "task": "digits"}
-    table |= {"precision": "bf16", "wire_dtype": "float16", "final_eval": "subset"}
+    table |= {"precision": "bf16", "wire_dtype": "float16", "final_eval": "subset", "eval_schedule": "log"}
     if name in table:
         return table[name]
     if isinstance(value, bool):

@@ -78,6 +78,13 @@ def run_options(f: Callable) -> Callable:
             "--eval-policy", type=click.Choice(["raw", "compressed", "both"]), default="both", show_default=True
         ),
         click.option(
+            "--eval-schedule",
+            type=click.Choice(["fixed", "log"]),
+            default="fixed",
+            show_default=True,
+            help="log: also evaluate at log-spaced steps (1, 2, 3, 4, 6, 8, ...) for accuracy at small budgets.",
+        ),
+        click.option(
             "--eval-samples",
             type=click.IntRange(1),
             default=None,
@@ -227,6 +234,7 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
         split=kw["split"],
         lr=kw["lr"],
         eval_every=kw["eval_every"],
+        eval_schedule=kw["eval_schedule"],
         eval_policy=kw["eval_policy"],
         val_fraction=kw["val_fraction"],
         eval_samples=kw["eval_samples"],

@@ -14,6 +14,7 @@ from adcbench.data.task import Task
 from adcbench.errors import AdcbenchError, ParamError
 
 EVAL_POLICIES = ("raw", "compressed", "both")
+EVAL_SCHEDULES = ("fixed", "log")
 # Compute precision -> the dtype autocast computes in (fp32: no autocast).
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # What the activations and gradients cross the wire as, where the method leaves it open (its chain
@@ -40,6 +41,9 @@ class RunConfig:
     split: int | None = None
     lr: float | None = None
     eval_every: int | None = None  # steps; 0 = once per epoch
+    # "log": also evaluate at log-spaced steps (1, 2, 3, 4, 6, 8, 12, ...: x1.5), so accuracy at small
+    # byte budgets can be read off the history (the leaderboard's equal-bytes table).
+    eval_schedule: str = "fixed"
     eval_policy: str = "both"
     val_fraction: float = 0.0
     init: str | None = None  # None: the task's default (scratch, or pretrained for paper presets)
@@ -124,6 +128,10 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
     }
     if cfg.eval_samples is not None:  # only then: records of full evaluations keep their config hash
         r.update(eval_samples=cfg.eval_samples, final_eval=cfg.final_eval)
+    if cfg.eval_schedule not in EVAL_SCHEDULES:
+        raise ParamError(f"eval schedule {cfg.eval_schedule!r}; valid: {', '.join(EVAL_SCHEDULES)}")
+    if cfg.eval_schedule != "fixed":  # only then: records of the fixed schedule keep their config hash
+        r["eval_schedule"] = cfg.eval_schedule
     if cfg.precision != "fp32":  # fp32 stays out of the identity, so older fp32 records keep their hash
         r["precision"] = cfg.precision
     for key, low in (("batch_size", 2), ("split", 1), ("eval_every", 0)):

@@ -4,6 +4,7 @@ evaluation progress bar, and the console line that names a warm start."""
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -52,3 +53,13 @@ def say_warmstart(info: dict[str, Any]) -> None:
         f"test acc {acc if acc is None else f'{acc:.4f}'}; sha256 {str(info.get('sha256'))[:12]})",
         file=sys.stderr,
     )
+
+
+# Log-spaced evaluation steps, a factor of about 1.5 apart (1, 2, 3, 4, 6, 8, 12, 18, 26, ...).
+LOG_STEPS = frozenset(math.ceil(1.5**k) for k in range(64))
+
+
+def eval_due(step: int, every: int, schedule: str) -> bool:
+    """Whether the history gets an evaluation after `step`: every `every` steps, and with the
+    "log" schedule also at the log-spaced steps."""
+    return step % every == 0 or (schedule == "log" and step in LOG_STEPS)

@@ -23,7 +23,7 @@ from adcbench.train.config import (
     RunConfig,
     resolve,
 )
-from adcbench.train.evaluation import eval_progress
+from adcbench.train.evaluation import eval_due, eval_progress
 from adcbench.train.identity import run_id
 from adcbench.train.parties import Parties, build_parties, new_record, seed_everything
 from adcbench.train.runtime import warn_if_oversubscribed
@@ -207,7 +207,7 @@ def run(cfg: RunConfig, transport: Transport | None = None, exchange: Exchange |
             loss = exchange.train_step(p, transport, x, y, step)
             step += 1
             history.add(loss, p.client.stats)
-            if evaluated := step % eval_every == 0:
+            if evaluated := eval_due(step, eval_every, p.settings.get("eval_schedule", "fixed")):
                 history.evaluate(step)
             ckpt.after_step(step, evaluated, p, transport.meter, history, batches)
             bar.update(1)
