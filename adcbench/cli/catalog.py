@@ -22,7 +22,7 @@ from typing import Any
 
 import adcbench
 from adcbench.core.cache import cache_dir, config_hash, file_identity, write_json_atomic
-from adcbench.core.params import XI_PARAM, Param, parse_spec, resolve_params
+from adcbench.core.params import Param, parse_spec, resolve_params, split_generic_xi
 from adcbench.errors import ParamError, UnknownNameError
 
 GROUPS = {"method": "adcbench.methods", "task": "adcbench.tasks"}
@@ -141,16 +141,9 @@ def _check_params(kind: str, name: str, entry: dict[str, Any], given: dict[str, 
     """As the registry checks them; a generic `xi=` as core.pipeline.build_stage does (its mapping
     to the native knob needs the cut, so it is left to the run)."""
     ps = params(entry)
-    if kind != "method" or "xi" not in given or any(p.name == "xi" for p in ps):
-        resolve_params(ps, given, f"{kind} {name}")
-        return
-    rate = entry.get("rate_param")
-    if rate is None or entry.get("lossless"):
-        raise ParamError(f"method {name}: has no rate knob, so xi= does not apply (it is lossless or identity)")
-    if rate[0] in given:
-        raise ParamError(f"method {name}: give either xi= or its native {rate[0]}=, not both")
-    resolve_params(ps, {k: v for k, v in given.items() if k != "xi"}, f"{kind} {name}")
-    XI_PARAM.parse(given["xi"], f"method {name}")
+    if kind == "method":
+        given, _ = split_generic_xi(name, given, ps, entry.get("rate_param"), bool(entry.get("lossless")))
+    resolve_params(ps, given, f"{kind} {name}")
 
 
 def check(kind: str, spec: str) -> None:

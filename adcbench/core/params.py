@@ -158,3 +158,19 @@ def expand_braces(spec: str) -> list[str]:
     parts = re.split(r"(\{[^{}]*\})", spec)
     choices = [p[1:-1].split(",") if p.startswith("{") else [p] for p in parts]
     return ["".join(c).strip() for c in itertools.product(*choices)]
+
+
+def split_generic_xi(
+    name: str, params: Mapping[str, Any], own: Sequence[Param], rate_param: tuple[str, Any] | None, lossless: bool
+) -> tuple[dict[str, Any], float | None]:
+    """A method's parameters without a generic `xi=` (one it has no native `xi` parameter for),
+    and the checked xi target (None when there is none). The rules of the generic rate knob:
+    only a lossy method with a rate knob takes it, and never together with that native knob."""
+    if "xi" not in params or any(p.name == "xi" for p in own):
+        return dict(params), None
+    if rate_param is None or lossless:
+        raise ParamError(f"method {name}: has no rate knob, so xi= does not apply (it is lossless or identity)")
+    if rate_param[0] in params:
+        raise ParamError(f"method {name}: give either xi= or its native {rate_param[0]}=, not both")
+    rest = {k: v for k, v in params.items() if k != "xi"}
+    return rest, XI_PARAM.parse(params["xi"], f"method {name}")

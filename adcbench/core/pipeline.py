@@ -24,7 +24,7 @@ from adcbench.core.method import (
     label_field,
     read_labels,
 )
-from adcbench.core.params import XI_PARAM, parse_spec
+from adcbench.core.params import parse_spec, split_generic_xi
 from adcbench.core.rate import analytic_step_bytes, map_xi
 from adcbench.errors import ParamError, WireFormatError
 from adcbench.wire import Category, Message
@@ -65,18 +65,12 @@ def build_stage(name: str, params: Mapping[str, Any]) -> Method | LosslessStage:
     """One stage. `xi=` on a lossy method without a native `xi` is the generic rate knob: it is
     kept as the stage's target and mapped to the native knob when the pipeline sees the cut."""
     cls = METHODS.get(name)
-    if "xi" not in params or any(p.name == "xi" for p in cls.params):
-        return cls(**params)
-    rate = getattr(cls, "rate_param", None)
-    if rate is None or getattr(cls, "lossless", False):
-        raise ParamError(f"method {name}: has no rate knob, so xi= does not apply (it is lossless or identity)")
-    native = rate[0]
-    if native in params:
-        raise ParamError(f"method {name}: give either xi= or its native {native}=, not both")
-    rest = {k: v for k, v in params.items() if k != "xi"}
+    rate, lossless = getattr(cls, "rate_param", None), getattr(cls, "lossless", False)
+    rest, target = split_generic_xi(name, params, cls.params, rate, lossless)
+    if target is None:
+        return cls(**rest)
     stage = cls(**rest)
-    stage.target_xi = XI_PARAM.parse(params["xi"], f"method {name}")
-    stage.given = rest
+    stage.target_xi, stage.given = target, rest
     return stage
 
 
