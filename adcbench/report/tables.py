@@ -21,7 +21,7 @@ TARGET_FRACTIONS = (0.90, 0.95, 0.99)
 POLICY_COLUMN = {"raw": "acc", "compressed": "acc_compressed"}
 
 
-@functools.lru_cache(maxsize=None)  # one pipeline build per spec, not per record and row
+@functools.cache  # one pipeline build per spec, not per record and row
 def deployment_policy(spec: str) -> str:
     """The evaluation policy a method is deployed with (the registry's `deployment_policy`): a
     composition is deployed compressed as soon as one stage is (a learned codec's server never sees
