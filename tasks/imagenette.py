@@ -8,6 +8,8 @@ is the test split (reported numbers); tuning uses a validation split carved from
 Hub fallback: `frgfm/imagenette` (160px config for cpu112, 320px for paper224).
 
 Presets: `cpu112` — 112 px, 16×16 patches (7×7 tokens), a 6-block ViT of width 192, from scratch;
+`cpu32` — 32 px, 4×4 patches (8×8 tokens): the very backbone of `cifar10`'s `cpu32`, so a warm start
+trained on either dataset fine-tunes on the other (`--init warmstart:cifar10`; the real-image study);
 `paper224` — the paper's pretrained DeiT-T at 224 px."""
 
 from __future__ import annotations
@@ -42,6 +44,22 @@ class Imagenette(ImageTask):
             init="scratch",
             hub_config="160px",
             warmstart_epochs=10,
+            warmstart_lr=1e-3,
+        ),
+        # Same keywords as cifar10's cpu32: the cross-dataset warm start needs the same backbone.
+        # 20 warm-start epochs: Imagenette has a fifth of CIFAR-10's images (~1,330 steps).
+        "cpu32": Preset(
+            image_size=32,
+            store_size=32,
+            arch="vit",
+            arch_kwargs=small_vit(32, 4),
+            batch_size=128,
+            lr=1e-3,
+            epochs=10,
+            augment="flip",
+            init="scratch",
+            hub_config="160px",
+            warmstart_epochs=20,
             warmstart_lr=1e-3,
         ),
         "paper224": dataclasses.replace(deit("deit_tiny_patch16_224"), hub_config="320px"),

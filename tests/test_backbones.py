@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -164,3 +165,49 @@ def test_sidecar_command_reproduces_the_recipe(tmp_path):
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["command"] == f"adcbench pretrain --task tiny --data {root} --lr 0.0005 --seed 3 --max-steps 1"
     assert meta["steps"] == 1
+
+
+class TinyOther(Tiny):
+    """Another 'dataset' with Tiny's backbone but 2 classes: the cross-dataset warm start's target."""
+
+    registry_name = "tinyother"
+    num_classes = 2
+
+
+def test_cross_dataset_warmstart_loads_the_source_tasks_weights(tmp_path, monkeypatch):
+    """`--init warmstart:tiny` on another task: the source's backbone weights, a fresh head, the
+    source named in the record; a source with another backbone is refused before any data loads."""
+    from safetensors.torch import load_file
+
+    from adcbench.data.task import TASKS
+    from adcbench.model.backbones import check_init
+    from adcbench.train import pretrain as pt
+
+    monkeypatch.setitem(TASKS._entries, "tiny", Tiny)
+    root = write_folder(tmp_path / "ds", layout(n_train=6, n_test=2))
+    target = TinyOther(data=str(root))
+    with pytest.raises(AdcbenchError, match="adcbench pretrain --task tiny"):
+        check_init(target, "warmstart:tiny", None)
+    path = pt.pretrain(Tiny(data=str(root)), epochs=1, lr=1e-3, seed=0, progress=False)
+    check_init(target, "warmstart:tiny", None)
+    model, info = build_backbone(target, "warmstart:tiny")
+    saved = load_file(str(path))
+    state = model.state_dict()
+    assert torch.equal(state["blocks.0.attn.qkv.weight"], saved["blocks.0.attn.qkv.weight"])
+    assert torch.equal(state["pos_embed"], saved["pos_embed"])
+    assert state["head.weight"].shape[0] == 2 and info["head"] == "reinitialised"
+    assert info["warmstart"]["task"] == "tiny" and info["init"] == "warmstart:tiny"
+    # the run's own warm start is another file: none exists for tinyother
+    with pytest.raises(AdcbenchError, match="no warm-start checkpoint for tinyother"):
+        check_init(target, "warmstart", None)
+    with pytest.raises(AdcbenchError, match="needs a task spec"):
+        check_init(target, "warmstart:", None)
+
+    class Wider(TinyOther):
+        registry_name = "wider"
+        presets = {"cpu16": dataclasses.replace(Tiny.presets["cpu16"], arch_kwargs=small_vit(16, 4, embed_dim=48))}
+
+    with pytest.raises(AdcbenchError, match="same backbone"):
+        check_init(Wider(data=str(root)), "warmstart:tiny", None)
+    with pytest.raises(AdcbenchError, match="did you mean tiny"):
+        check_init(target, "warmstart:tinyy", None)

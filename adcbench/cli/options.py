@@ -107,7 +107,7 @@ def run_options(f: Callable) -> Callable:
         click.option(
             "--init",
             default=None,
-            help="scratch | pretrained | warmstart | PATH [default: the task's: scratch, or pretrained for paper224].",
+            help="scratch | pretrained | warmstart | warmstart:TASK (another task's warm start) | PATH [default: the task's: scratch, or pretrained for paper224].",
         ),
         click.option(
             "--threads",

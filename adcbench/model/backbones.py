@@ -7,7 +7,8 @@
   `torch.load(weights_only=True)` (pickled objects are refused). A head of another size is
   re-initialised for the task's classes; position embeddings are resampled.
 - `warmstart`: the checkpoint `adcbench pretrain --task NAME` trained and cached for this task,
-  backbone and default recipe (see `adcbench.pretrain`).
+  backbone and default recipe (see `adcbench.pretrain`); `warmstart:SPEC` the one of task SPEC
+  (cross-dataset transfer; the backbone must match).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 from adcbench.data.task import Task
 from adcbench.errors import AdcbenchError
 from adcbench.model.vit import create_vit
-from adcbench.model.warmstart import find_warmstart
+from adcbench.model.warmstart import find_warmstart, is_warmstart_init, warmstart_source
 
 INIT_KEYWORDS = ("scratch", "pretrained", "warmstart")
 HEAD_KEYS = ("head.weight", "head.bias")
@@ -157,8 +158,9 @@ def build_backbone(task: Task, init: str = "scratch", arch: str | None = None) -
     model = create_vit(name, task.num_classes, "scratch", **kwargs)
     if init == "scratch":
         return model, info
-    if init == "warmstart":
-        path, meta = find_warmstart(task, arch)
+    if is_warmstart_init(init):
+        source = warmstart_source(task, init, arch)
+        path, meta = find_warmstart(source, arch)
         # The recipe, and how the warm start turned out, travel into the run record.
         info.update(
             path=str(path),
@@ -170,6 +172,7 @@ def build_backbone(task: Task, init: str = "scratch", arch: str | None = None) -
             },
         )
         info["warmstart"]["data_source"] = (meta.get("data") or {}).get("source")
+        info["warmstart"]["task"] = meta.get("model", {}).get("task", source.registry_name)
     else:
         path = Path(init).expanduser()
         if not path.is_file():
@@ -186,8 +189,8 @@ def check_init(task: Task, init: str, arch: str | None) -> None:
     """`--init` checked before any data loads: the warm start exists (and is complete), a
     checkpoint path is a file, `pretrained` names a timm model. Loading comes later."""
     name = arch or task.arch
-    if init == "warmstart":
-        find_warmstart(task, arch)
+    if is_warmstart_init(init):
+        find_warmstart(warmstart_source(task, init, arch), arch)
     elif init == "pretrained":
         if name == "vit":
             raise AdcbenchError(

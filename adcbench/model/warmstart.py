@@ -13,7 +13,10 @@ same `val_seed` never sees warm-start training images), then writes
     $ADCBENCH_CACHE/warmstart/<task>-<arch>-<hash>.json          (recipe, accuracy, versions)
 
 where the hash covers the task and its parameters, the backbone and its keywords, and the recipe.
-`--init warmstart` loads the checkpoint of the task's default recipe."""
+`--init warmstart` loads the checkpoint of the task's default recipe. `--init warmstart:SPEC`
+loads another task's (`warmstart:cifar10`, `warmstart:imagenette:preset=cpu32`): a warm start
+trained on a different dataset, as the paper fine-tunes an ImageNet-pretrained DeiT on CIFAR-100.
+Its backbone must be the run's (same arch and keywords); a head of another size is re-created."""
 
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from adcbench.core.cache import cache_dir, config_hash
-from adcbench.core.params import format_spec
-from adcbench.data.task import Task
+from adcbench.core.params import format_spec, parse_spec
+from adcbench.data.task import Task, get_task
 from adcbench.errors import AdcbenchError
 
 DEFAULT_SEED = 0
@@ -129,3 +132,29 @@ def find_warmstart(task: Task, arch: str | None = None) -> tuple[Path, dict[str,
         f"init=warmstart: no warm-start checkpoint for {task.registry_name} "
         f"({arch or task.arch}) yet; produce it with `{command}`"
     )
+
+
+def warmstart_source(task: Task, init: str, arch: str | None = None) -> Task:
+    """The task whose warm start `init` names: `warmstart` is this task's own, `warmstart:SPEC`
+    another task's, which must build the same backbone (checked here, before any data loads)."""
+    if init == "warmstart":
+        return task
+    spec = init.removeprefix("warmstart:").strip()
+    if not spec:
+        raise AdcbenchError("--init warmstart:SPEC needs a task spec, e.g. warmstart:cifar10")
+    (name, params), *rest = parse_spec(spec)
+    if rest:
+        raise AdcbenchError(f"--init {init!r}: the warm-start source is one task spec, not a composition")
+    source = get_task(name)(**params)
+    want = (arch or task.arch, task.model_kwargs(arch))
+    have = (arch or source.arch, source.model_kwargs(arch))
+    if want != have:
+        raise AdcbenchError(
+            f"--init {init!r}: {name}'s warm start is a {have[0]} {have[1]}, but this run needs a "
+            f"{want[0]} {want[1]}; choose source and task presets with the same backbone"
+        )
+    return source
+
+
+def is_warmstart_init(init: str) -> bool:
+    return init == "warmstart" or init.startswith("warmstart:")

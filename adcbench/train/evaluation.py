@@ -49,7 +49,7 @@ def say_warmstart(info: dict[str, Any]) -> None:
     ws = info.get("warmstart") or {}
     acc = ws.get("final_test_accuracy")
     print(
-        f"adcbench: warm start {info.get('path')} (recipe {describe_recipe(recipe) or '?'}; "
+        f"adcbench: warm start {info.get('path')} (trained on {ws.get('task', '?')}; recipe {describe_recipe(recipe) or '?'}; "
         f"test acc {acc if acc is None else f'{acc:.4f}'}; sha256 {str(info.get('sha256'))[:12]})",
         file=sys.stderr,
     )

@@ -123,7 +123,7 @@ def build_parties(cfg: RunConfig) -> Parties:
     eval_loaders = _eval_loaders(splits.eval, settings, **_loader_options(task, device))
 
     vit, init_info = build_backbone(task, init, cfg.arch)
-    if init_info.get("init") == "warmstart":
+    if "warmstart" in init_info:
         say_warmstart(init_info)
     model_info = {
         "arch": cfg.arch or task.arch,
