@@ -161,3 +161,33 @@ def test_log_schedule_evaluates_at_log_spaced_steps_and_keeps_fixed_hashes() -> 
     assert fixed["config_hash"] != log["config_hash"]
     # The schedule changes when the history is read, not the training: the same bytes and loss.
     assert log["bytes"]["fwd"] == fixed["bytes"]["fwd"] and log["steps"] == fixed["steps"] == 10
+
+
+@pytest.mark.parametrize("accounting", ["measured", "nominal"])
+def test_budget_in_base_epochs_gives_none_exactly_that_many_epochs(accounting: str) -> None:
+    """--budget-epochs E: E epochs of Base traffic, in bytes once the train split is known; Base
+    itself then trains floor(E * steps per epoch) steps, under either accounting."""
+    t = Recording()
+    c = cfg(max_steps=None, budget_epochs=0.25, budget_accounting=accounting, eval_policy="raw")
+    rec = run(c, t)
+    steps_per_epoch = len(get_task("tiny8")().splits().train) // BATCH
+    b = rec["budget"]
+    assert (b["base_epochs"], b["steps_per_epoch"]) == (0.25, steps_per_epoch)
+    if accounting == "measured":
+        assert b["base_step_bytes"] == t.sizes["fwd"][0] + t.sizes["bwd"][0]  # Base's own messages
+    else:
+        assert b["base_step_bytes"] == 2 * 4 * BATCH * rec["cut"]["tokens"] * rec["cut"]["dim"]
+    assert b["bytes"] == int(0.25 * steps_per_epoch * b["base_step_bytes"])
+    assert (rec["steps"], rec["stopped_by"]) == (int(0.25 * steps_per_epoch), "budget")
+    # a budget in epochs is another configuration than the same bytes given as bytes
+    c2 = cfg(max_steps=None, budget_bytes=b["bytes"], budget_accounting=accounting, eval_policy="raw")
+    assert new_record(c2, build_parties(c2))["config_hash"] != rec["config_hash"]
+
+
+def test_one_byte_budget_only() -> None:
+    from adcbench.errors import ParamError
+
+    with pytest.raises(ParamError, match="not both"):
+        build_parties(cfg(budget_epochs=1.0, budget_bytes=10**6))
+    with pytest.raises(ParamError, match="budget_epochs=-1"):
+        build_parties(cfg(budget_epochs=-1.0))

@@ -57,6 +57,12 @@ def run_options(f: Callable) -> Callable:
             "--budget-bytes", default=None, help="Stop before training traffic (fwd+bwd) exceeds this (e.g. 2GB)."
         ),
         click.option(
+            "--budget-epochs",
+            type=click.FloatRange(0, min_open=True),
+            default=None,
+            help="Byte budget in epochs of Base (`none`, fp32) traffic on this task; the paper's is 10.",
+        ),
+        click.option(
             "--budget-accounting",
             type=click.Choice(["measured", "nominal"]),
             default="measured",
@@ -228,6 +234,7 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
         seed=seed,
         epochs=kw["epochs"],
         budget_bytes=budget,
+        budget_epochs=kw["budget_epochs"],
         budget_accounting=kw["budget_accounting"],
         max_steps=kw["max_steps"],
         batch_size=kw["batch_size"],

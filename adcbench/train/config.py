@@ -36,6 +36,9 @@ class RunConfig:
     # "nominal": the paper's code accounting -- each step costs nominal_xi * (4*B*n*d) per
     # direction, labels and side information free -- to reproduce the published curves.
     budget_accounting: str = "measured"
+    # The byte budget in epochs of Base traffic on this task, as the paper states it (Γ = 10
+    # epochs of Base): resolved once the train split's size is known (record["budget"]).
+    budget_epochs: float | None = None
     max_steps: int | None = None
     batch_size: int | None = None
     split: int | None = None
@@ -117,7 +120,9 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         "batch_size": cfg.batch_size or task.batch_size,
         "split": cfg.split or task.split_index,
         "lr": cfg.lr or task.lr,
-        "epochs": cfg.epochs if cfg.epochs is not None else (None if cfg.budget_bytes else task.epochs),
+        "epochs": cfg.epochs
+        if cfg.epochs is not None
+        else (None if cfg.budget_bytes or cfg.budget_epochs else task.epochs),
         "budget_bytes": cfg.budget_bytes,
         "budget_accounting": cfg.budget_accounting,
         "max_steps": cfg.max_steps,
@@ -126,6 +131,8 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         "val_fraction": cfg.val_fraction,
         "optimizer": "adam",
     }
+    if cfg.budget_epochs is not None:  # only then: records of byte budgets keep their config hash
+        r["budget_base_epochs"] = cfg.budget_epochs
     if cfg.eval_samples is not None:  # only then: records of full evaluations keep their config hash
         r.update(eval_samples=cfg.eval_samples, final_eval=cfg.final_eval)
     if cfg.eval_schedule not in EVAL_SCHEDULES:
@@ -145,6 +152,11 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         raise ParamError(f"budget accounting {r['budget_accounting']!r}; valid: measured, nominal")
     if r["budget_bytes"] is not None and r["budget_bytes"] <= 0:
         raise ParamError("budget_bytes must be > 0")
+    if cfg.budget_epochs is not None:
+        if not (cfg.budget_epochs > 0 and math.isfinite(cfg.budget_epochs)):
+            raise ParamError(f"budget_epochs={cfg.budget_epochs} is out of range; valid: float > 0")
+        if cfg.budget_bytes is not None:
+            raise ParamError("give one byte budget: budget_bytes or budget_epochs, not both")
     if cfg.eval_samples is not None and cfg.eval_samples < 1:
         raise ParamError(f"eval_samples={cfg.eval_samples} is out of range; valid: integer >= 1")
     if cfg.final_eval not in ("full", "subset"):

@@ -91,6 +91,8 @@ class StopRule:
 
     def __init__(self, settings: dict[str, Any], record: dict[str, Any]) -> None:
         self.budget = settings["budget_bytes"]
+        if self.budget is None and "budget" in record:  # --budget-epochs, resolved by the record
+            self.budget = record["budget"]["bytes"]
         self.max_steps = settings["max_steps"]
         self.nominal = settings["budget_accounting"] == "nominal"
         n = record["nominal"]

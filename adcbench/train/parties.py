@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from adcbench.core.method import Cut
+from adcbench.core.method import Context, Cut
 from adcbench.core.pipeline import Pipeline
 from adcbench.core.records import SCHEMA, config_hash, provenance
 from adcbench.data.imagetask import loader_workers
@@ -191,4 +191,35 @@ def new_record(cfg: RunConfig, p: Parties) -> dict[str, Any]:
         "base_bytes_per_step": base_step,
         "bytes_per_step": None if nominal is None else nominal * base_step,
     }
+    if "budget_base_epochs" in p.settings:
+        record["budget"] = base_epochs_budget(p, base_step)
     return record
+
+
+def base_message_bytes(cut: Cut, batch: int) -> tuple[int, int]:
+    """Lengths of Base's (`none`, fp32) forward and backward messages for one training step."""
+    base = Pipeline.from_spec("none", "float32")
+    base.setup(cut)
+    h = torch.zeros(batch, cut.tokens, cut.dim)
+    ctx = Context(training=True, cut=cut, labels=torch.zeros(batch, dtype=torch.long))
+    msg, _ = base.encode_forward(h, ctx)
+    return len(base.pack(msg)), len(base.pack(base.encode_backward(h, ctx)))
+
+
+def base_epochs_budget(p: Parties, base_step: int) -> dict[str, Any]:
+    """`--budget-epochs E` in bytes: E epochs of Base (`none`, fp32) training traffic on this
+    task and batch. Nominal accounting charges Base the paper's 2 * 4*B*n*d per step; measured,
+    the length of Base's two messages, encoded here from a zero batch, so that `none` under
+    `--budget-epochs E` trains exactly E epochs."""
+    epochs = p.settings["budget_base_epochs"]
+    steps = len(p.train_loader)  # full batches only (drop_last): every step costs the same
+    if p.settings["budget_accounting"] == "nominal":
+        step_bytes = 2 * base_step
+    else:
+        step_bytes = sum(base_message_bytes(p.cut, p.settings["batch_size"]))
+    return {
+        "base_epochs": epochs,
+        "steps_per_epoch": steps,
+        "base_step_bytes": step_bytes,
+        "bytes": int(epochs * steps * step_bytes),
+    }
