@@ -12,6 +12,8 @@ from their default, so adding a new option with a default never changes existing
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from typing import Any
 
 import torch
@@ -69,10 +71,27 @@ def plan_identity(cfg: RunConfig) -> dict[str, Any]:
     pipeline, settings = Pipeline.from_spec(cfg.method, wire_dtype(cfg)), resolve(cfg, task)
     if any(getattr(s, "target_xi", None) is not None for s in pipeline.stages):
         # A generic xi= resolves against the cut, as the run does (on a weightless skeleton).
-        _, n, d, prefix = probe_cut(task, cfg.arch, settings["split"])
-        with torch.random.fork_rng(devices=[]):
-            pipeline.setup(Cut(n, d, task.num_classes, settings["batch_size"], prefix))
+        # Both steps take seconds and a sweep asks for the same few cuts hundreds of times.
+        params = json.dumps(task.config, sort_keys=True, default=str)
+        n, d, prefix = _cut_shape(cfg.task, params, cfg.arch, settings["split"])
+        cut = Cut(n, d, task.num_classes, settings["batch_size"], prefix)
+        pipeline = _set_up(cfg.method, wire_dtype(cfg), cut)
     return identity(cfg, task, pipeline, settings)
+
+
+@functools.cache
+def _cut_shape(task: str, params: str, arch: str | None, split: int) -> tuple[int, int, int]:
+    _, n, d, prefix = probe_cut(get_task(task)(**json.loads(params)), arch, split)
+    return n, d, prefix
+
+
+@functools.cache
+def _set_up(method: str, dtype: str, cut: Cut) -> Pipeline:
+    """A pipeline set up on `cut`, for its spec and resolved stages only (never trained)."""
+    pipeline = Pipeline.from_spec(method, dtype)
+    with torch.random.fork_rng(devices=[]):
+        pipeline.setup(cut)
+    return pipeline
 
 
 def identity_of_record(record: dict[str, Any]) -> dict[str, Any]:
