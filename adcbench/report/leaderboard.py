@@ -11,6 +11,7 @@ import pandas as pd
 
 from adcbench.core.records import read_records
 from adcbench.report import plots
+from adcbench.report.studyinfo import claims, run_info
 from adcbench.report.tables import (
     TARGET_FRACTIONS,
     budgets_for,
@@ -19,6 +20,7 @@ from adcbench.report.tables import (
     equal_steps,
     headlines,
     history_table,
+    record_hash,
     runs_table,
     summarize,
 )
@@ -91,6 +93,7 @@ def _task_section(
     none = s[s["method"] == "none"]
     none_acc = float(none["acc_deployed"].max()) if len(none) else None
     lines += _equal_bytes_table(eq, budgets, bytes_to_targets(hist, none_acc), none_acc)
+    lines += claims(s)
     step, at = equal_steps(hist)
     if step is not None:
         lines += [f"### Equal steps: accuracy after {step} steps", "", "| method | acc (deployed) |", "|---|---|"]
@@ -99,6 +102,15 @@ def _task_section(
         lines.append("")
     if plots_dir is not None:
         lines += _plots(task, s, hist, records, runs, out_md, Path(plots_dir))
+    kept = set(zip(runs["config_hash"], runs["seed"], runs["created"]))
+    lines += run_info(
+        [
+            r
+            for r in records
+            if r.get("task") == task
+            and (record_hash(r), r.get("seed"), (r.get("provenance") or {}).get("created", "")) in kept
+        ]
+    )
     return lines
 
 
@@ -163,7 +175,7 @@ def _plots(
     plots_dir: Path,
 ) -> list[str]:
     plots_dir.mkdir(parents=True, exist_ok=True)
-    kept = set(zip(runs["config_hash"], runs["seed"]))
+    kept = dict(zip(zip(runs["config_hash"], runs["seed"]), runs["method"]))
     paths = [
         plots.accuracy_vs_bytes(s, task, plots_dir),
         plots.curves(hist, task, plots_dir),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adcbench.report.tables import method_label, record_hash
+from adcbench.report.tables import record_hash
 
 BREAKDOWN = ("payload", "side", "labels", "framing")
 
@@ -109,7 +109,7 @@ def curves(hist: pd.DataFrame, task: str, out: Path) -> str:
     return _save(fig, out / f"{task}-curves.png")
 
 
-def breakdown(records: list[dict], kept: set[tuple[str, int]], task: str, out: Path) -> str:
+def breakdown(records: list[dict], kept: dict[tuple[str, int], str], task: str, out: Path) -> str:
     """Where each method's bytes go: payload / side / labels / framing, both directions, per sample."""
     plt, sns = _setup()
     rows = []
@@ -119,7 +119,7 @@ def breakdown(records: list[dict], kept: set[tuple[str, int]], task: str, out: P
         samples = max(1, r["steps"] * r["train"]["batch_size"])
         for key in BREAKDOWN:
             n = r["bytes"]["breakdown_fwd"].get(key, 0) + r["bytes"]["breakdown_bwd"].get(key, 0)
-            rows.append({"method": method_label(r), "part": key, "bytes": n / samples})
+            rows.append({"method": kept[(record_hash(r), r.get("seed"))], "part": key, "bytes": n / samples})
     df = pd.DataFrame(rows).groupby(["method", "part"], sort=True)["bytes"].mean().unstack("part").fillna(0)
     df = df[[k for k in BREAKDOWN if k in df.columns]]
     df = df.loc[df.sum(axis=1).sort_values(kind="stable").index]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -44,16 +45,29 @@ def record_hash(r: dict[str, Any]) -> str:
     return config_hash(identity_of_record(r))
 
 
-def method_label(r: dict[str, Any]) -> str:
+def method_label(r: dict[str, Any], common_init: str | None = "") -> str:
     """The method as the tables show it: the spec, plus the compute precision unless fp32, so a
-    bf16 run (whose `none` sends half the bytes) is never averaged with, or baselined on, fp32."""
+    bf16 run (whose `none` sends half the bytes) is never averaged with, or baselined on, fp32;
+    plus the init where it is not the task's usual one (`none [scratch]` beside warm starts)."""
     precision = (r.get("train") or {}).get("precision", "fp32")
-    return r["method"] if precision == "fp32" else f"{r['method']} @{precision}"
+    label = r["method"] if precision == "fp32" else f"{r['method']} @{precision}"
+    init = (r.get("model") or {}).get("init")
+    return label if common_init == "" or init == common_init else f"{label} [{init}]"
+
+
+def common_inits(records: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Per task, the init most completed runs used (ties: the first by name)."""
+    counts: dict[str, Counter[str | None]] = {}
+    for r in records:
+        if r.get("status") == "completed":
+            counts.setdefault(r["task"], Counter())[(r.get("model") or {}).get("init")] += 1
+    return {t: min(c.items(), key=lambda kv: (-kv[1], str(kv[0])))[0] for t, c in counts.items()}
 
 
 def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per completed run; a re-run of the same configuration and seed replaces the older."""
     rows = []
+    inits = common_inits(records)
     for r in records:
         if r.get("status") != "completed" or not r.get("history"):
             continue
@@ -63,7 +77,7 @@ def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 "task": r["task"],
-                "method": method_label(r),
+                "method": method_label(r, inits.get(r["task"], "")),
                 "config_hash": record_hash(r),
                 "seed": r["seed"],
                 "acc": final.get("acc"),
@@ -158,7 +172,7 @@ def _pareto(out: pd.DataFrame) -> list[bool]:
 
 def history_table(records: list[dict[str, Any]], runs: pd.DataFrame) -> pd.DataFrame:
     """Every evaluation of every kept run: cumulative measured bytes (both ways) -> accuracy."""
-    keep = set(zip(runs["config_hash"], runs["seed"], runs["created"])) if len(runs) else set()
+    keep = dict(zip(zip(runs["config_hash"], runs["seed"], runs["created"]), runs["method"])) if len(runs) else {}
     rows = []
     for r in records:
         key = (record_hash(r), r.get("seed"), (r.get("provenance") or {}).get("created", ""))
@@ -169,7 +183,7 @@ def history_table(records: list[dict[str, Any]], runs: pd.DataFrame) -> pd.DataF
             rows.append(
                 {
                     "task": r["task"],
-                    "method": method_label(r),
+                    "method": keep[key],
                     "config_hash": record_hash(r),
                     "seed": r["seed"],
                     "step": h["step"],
