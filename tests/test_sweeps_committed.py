@@ -1,0 +1,79 @@
+"""Every committed sweep file plans without error (the dry run: names, parameters, options and
+identities), and one entry of each trains one step through the real loop on tiny stand-in images
+(the real datasets and hub weights are GPU-scale or absent here; the method, backbone, split and
+options are the file's own)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from _harness import one_thread  # noqa: F401 (module-wide fixture)
+from torch.utils.data import TensorDataset
+
+from adcbench.core.pipeline import Pipeline
+from adcbench.data.task import get_task
+from adcbench.sweep.sweepfile import load_sweep
+from adcbench.train import RunConfig, run
+
+SWEEPS = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+
+
+def plan(path: Path, seeds: list[int] | None = [0]):  # noqa: B006 (read only)
+    """The file's runs; one seed unless asked (a seed adds nothing the planner checks)."""
+    return load_sweep(path, RunConfig(out=None), {}, seeds)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_sweep_file_plans(path: Path) -> None:
+    runs = plan(path)
+    assert runs and len({r.run_id for r in runs}) == len(runs)
+
+
+def test_paper_grids_state_the_papers_budget() -> None:
+    for name in ("paper-cifar100", "paper-food101", "paper-imagenet"):
+        cfgs = [r.cfg for r in plan(Path(__file__).parents[1] / "sweeps" / f"{name}.yaml", None)]
+        assert {c.budget_epochs for c in cfgs} == {10.0} and {c.init for c in cfgs} == {"pretrained"}
+        assert {c.seed for c in cfgs} == {42, 51, 114}
+    cifar = [r.cfg for r in plan(Path(__file__).parents[1] / "sweeps" / "paper-cifar100.yaml")]
+    assert {c.budget_accounting for c in cifar} == {"nominal", "measured"}
+    assert {c.arch for c in cifar} == {"deit_tiny_patch16_224", "deit_small_patch16_224"}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_one_entry_trains_one_step(path: Path, monkeypatch) -> None:
+    cfg = next(r.cfg for r in plan(path) if r.cfg.method != "none")
+    cls = get_task(cfg.task)
+    task = cls(**cfg.task_params)
+    size, chans = task.image_size, getattr(task, "in_chans", 3)
+
+    def tiny(self, split: str) -> TensorDataset:
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        return TensorDataset(torch.rand(4, chans, size, size, generator=g), torch.arange(4) % task.num_classes)
+
+    monkeypatch.setattr(cls, "load_split", tiny)
+    monkeypatch.setattr(cls, "data_info", lambda self: {"source": "tiny stand-in"})
+    small = dataclasses.replace(
+        cfg,
+        data=None,
+        init="scratch",
+        max_steps=1,
+        batch_size=2,
+        budget_bytes=None,
+        budget_epochs=None,
+        epochs=None,
+        eval_samples=None,
+        progress=False,
+        out=None,
+        threads=1,
+        device="cpu",
+    )
+    record = run(small)
+    assert (
+        record["status"] == "completed"
+        and record["steps"] == 1
+        and record["method"] == Pipeline.from_spec(cfg.method).spec
+    )
+    assert record["model"]["arch"] == (cfg.arch or task.arch)
