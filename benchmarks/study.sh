@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The real-image study (sweeps/study.yaml) end to end, resumable at every level: the two warm
+# starts (checkpointed every 200 steps), then the sweep one seed at a time (so whatever has
+# finished is a whole seed of every configuration), then the leaderboard. Run it again after an
+# interruption: finished warm starts and runs are skipped, killed ones resume.
+#   bash benchmarks/study.sh            # ~1.5 h of warm starts, then the sweep, on 2 CPU cores
+# JOBS=1 runs one run at a time (default 2: one per core, one torch thread each).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1
+JOBS=${JOBS:-2}
+adcbench pretrain --task cifar10 --data ../shared/data/cifar10-jpg --quiet
+adcbench pretrain --task imagenette:preset=cpu32 --data ../shared/data/imagenette2-224 --quiet
+for seed in 0 1 2; do
+  start=$(date +%s)
+  adcbench sweep sweeps/study.yaml --seeds "$seed" --jobs "$JOBS" --threads 1 --quiet
+  echo "study: seed $seed took $(( $(date +%s) - start )) s"
+done
+adcbench leaderboard
