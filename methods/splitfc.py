@@ -256,7 +256,9 @@ class SplitFC(Method):
     # -- analytic size --------------------------------------------------------------------------
     def _nbytes(self, batch: int, in_shape: tuple[int, ...], bits: float) -> int:
         K = self.k(self.columns(in_shape))
-        return 8 * K + packed_nbytes(K, _WIDTH_BITS) + packed_nbytes(self.rows(batch, in_shape) * self.budget(K, bits), 1)
+        return (
+            8 * K + packed_nbytes(K, _WIDTH_BITS) + packed_nbytes(self.rows(batch, in_shape) * self.budget(K, bits), 1)
+        )
 
     def analytic_forward(self, batch: int, in_shape: tuple[int, ...], training: bool) -> tuple[int, int]:
         D = self.columns(in_shape)
