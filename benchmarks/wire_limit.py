@@ -91,6 +91,9 @@ SPECS = [
     "topk:ratio=0.1+quant:bits=8",
     "topk:ratio=0.1+quant:bits=2",
     "bottleneck:ratio=0.1+quant:bits=4",
+    "splitfc:keep=0.5",
+    "splitfc:keep=0.2",
+    "splitfc:keep=0.05",
 ]
 
 
