@@ -89,7 +89,7 @@ class EntropyCode(Method):
     eval_compressed = "range-coded with the current density, as in training"
     deployment_policy = "compressed"  # the learned codec is part of the model
     rate_param = ("lambda", (0.001, 0.01, 0.1))
-    field_categories = {n: Category.SIDE for n in _FIELDS} | {"strings": Category.PAYLOAD, "g": Category.PAYLOAD}
+    field_categories = dict.fromkeys(_FIELDS, Category.SIDE) | {"strings": Category.PAYLOAD, "g": Category.PAYLOAD}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -243,4 +243,3 @@ class EntropyBottleneckAE(Bottleneck):
 
     def nominal_ratio(self) -> None:
         return None  # no paper cost model: the bytes are the range coder's
-
