@@ -95,6 +95,9 @@ FULL = [
     "quant:bits=8+zstd",
     "topk:ratio=0.1+zstd",
     "adc:xi=0.1+quant:bits=8+zlib",
+    "splitfc:keep=0.2",
+    "splitfc:keep=0.05,bits=2",
+    "entropy-bottleneck:ratio=0.1",
 ]
 QUICK = [
     "none",

@@ -91,6 +91,9 @@ SPECS = [
     "topk:ratio=0.1+quant:bits=8",
     "topk:ratio=0.1+quant:bits=2",
     "bottleneck:ratio=0.1+quant:bits=4",
+    "splitfc:keep=0.5",
+    "splitfc:keep=0.2",
+    "splitfc:keep=0.05",
 ]
 
 
@@ -139,6 +142,12 @@ def _terminal_bits(stage: Method, batch: int, shape: tuple[int, ...], backward: 
         L, s, R = stage.config["l"], stage.config["subdim"], stage.config["groups"]
         fwd = batch * stage.q(shape) * math.log2(L) + 32 * R * L * s  # type: ignore[attr-defined]
         return (32.0 * batch * math.prod(shape) if backward else fwd), True  # the paper's float32 gradient
+    if stage.registry_name == "splitfc":  # kept set, (lo, hi) + a width in [0, 16] per kept column, the codes
+        D = stage.columns(shape)  # type: ignore[attr-defined]
+        K = stage.k(D)  # type: ignore[attr-defined]
+        bits = stage.grad_bits if backward else stage.config["bits"]  # type: ignore[attr-defined]
+        codes = stage.rows(batch, shape) * stage.budget(K, bits)  # type: ignore[attr-defined]
+        return (0.0 if backward else log2_binomial(D, K)) + K * (64 + math.log2(17)) + codes, True
     if stage.registry_name not in ("quant", "float"):
         nbytes = stage.analytic_backward(batch, shape) if backward else stage.analytic_forward(batch, shape, True)[0]
         return 8.0 * nbytes, False

@@ -140,6 +140,8 @@ def test_wire_matches_analytic(spec: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).rate_param])
 def test_bytes_fall_as_rate_tightens(name: str) -> None:
+    if METHODS.get(name).rate_trained:
+        pytest.skip(f"{name}: its rate knob acts through training (bytes at initialization do not depend on it)")
     knob, values = METHODS.get(name).rate_param
     totals = []
     for v in values:

@@ -50,6 +50,8 @@ def _fd_spec(name: str) -> str | None:
         return None  # d(PQ^T)/dx: tested as G Q Q^T in tests/test_methods_new.py
     if cls.terminal:
         return None
+    if name == "entropy-bottleneck":  # its entropy-code terminal rounds and adds the client's rate term
+        return None  # (J^T g + lambda dR/dx): tested in tests/test_entropy_bottleneck.py
     return name
 
 

@@ -38,6 +38,8 @@ def data():
 
 @pytest.mark.parametrize("spec", operating_points())
 def test_wire_within_the_information_limit(spec: str, data) -> None:
+    if "entropy-" in spec:  # its information is the model's code length of the data, not a formula
+        pytest.skip("range-coded (variable rate): checked against its own code length in test_entropy_bottleneck.py")
     pipe, fwd, bwd = wire_limit.messages(spec, data)
     info_fwd, info_bwd, known = wire_limit.information_bits(pipe, wire_limit.B)
     assert known, f"{spec}: benchmarks/wire_limit.py has no information formula for one of its stages"

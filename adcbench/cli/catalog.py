@@ -22,7 +22,14 @@ from typing import Any
 
 import adcbench
 from adcbench.core.cache import cache_dir, config_hash, file_identity, write_json_atomic
-from adcbench.core.params import Param, parse_spec, resolve_params, split_generic_xi
+from adcbench.core.params import (
+    Param,
+    missing_modules,
+    parse_spec,
+    resolve_params,
+    split_generic_xi,
+    unavailable_text,
+)
 from adcbench.errors import ParamError, UnknownNameError
 
 GROUPS = {"method": "adcbench.methods", "task": "adcbench.tasks"}
@@ -64,6 +71,8 @@ def _describe(cls: Any, kind: str) -> dict[str, Any]:
         entry["deployment_policy"] = getattr(cls, "deployment_policy", None)
         entry["same_as"] = getattr(cls, "same_as", None)
         entry["lossless"] = bool(getattr(cls, "lossless", False))
+        entry["requires"] = list(getattr(cls, "requires", ()))  # checked live: installing one needs no rebuild
+        entry["install"] = getattr(cls, "install", "")
     else:
         entry.update({f: getattr(cls, f, None) for f in _TASK_FIELDS})
     return entry
@@ -141,6 +150,8 @@ def _check_params(kind: str, name: str, entry: dict[str, Any], given: dict[str, 
     """As the registry checks them; a generic `xi=` as core.pipeline.build_stage does (its mapping
     to the native knob needs the cut, so it is left to the run)."""
     ps = params(entry)
+    if kind == "method" and (missing := missing_modules(entry.get("requires") or [])):
+        raise ParamError(unavailable_text(name, missing, entry.get("install", "")))
     if kind == "method":
         given, _ = split_generic_xi(name, given, ps, entry.get("rate_param"), bool(entry.get("lossless")))
     resolve_params(ps, given, f"{kind} {name}")

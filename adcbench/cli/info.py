@@ -9,6 +9,7 @@ import click
 
 from adcbench.cli.app import _fail, main
 from adcbench.cli.catalog import entries, names, params
+from adcbench.core.params import missing_modules, unavailable_text
 
 XI_TARGETS = (0.01, 0.05, 0.1, 0.3)
 
@@ -33,6 +34,8 @@ def methods(pattern: str, verbose: bool, task_spec: str) -> None:
     cut = _task_cut(task_spec) if len(entries) == 1 else None
     for name, e in entries.items():
         click.echo(f"{name:<14} {e['description']}")
+        if missing := missing_modules(e.get("requires") or []):
+            click.echo(f"    UNAVAILABLE: {unavailable_text(name, missing, e.get('install', ''))}")
         ps = params(e)
         policy = f"deployed accuracy: {e.get('deployment_policy') or 'raw'} policy"
         if not detailed:

@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from adcbench.core.params import Param, format_spec, resolve_params
+from adcbench.core.params import Param, format_spec, missing_modules, resolve_params, unavailable_text
 from adcbench.core.registry import Registry
-from adcbench.errors import WireFormatError
+from adcbench.errors import ParamError, WireFormatError
 from adcbench.wire import Category, Field, Message, bits_for, packed_nbytes
 
 METHODS: Registry[type[Method]] = Registry("method", "adcbench.methods", "adcbench.methods")
@@ -88,6 +88,9 @@ class Method:
     # The knob that sets the rate and 2-3 values from mild to tight (bytes must strictly fall
     # along them); the contract tests and the benchmark sweep it. None: no rate knob.
     rate_param: ClassVar[tuple[str, tuple[Any, ...]] | None] = None
+    # True: the knob sets the rate through training (a rate-distortion weight), so bytes at
+    # initialization do not depend on it; the contract tests skip the bytes-fall check.
+    rate_trained: ClassVar[bool] = False
     # The category of every field this stage may send, by name (without the stage prefix). The
     # receiving pipeline rejects a field whose name is not declared or whose category on the wire
     # differs, so the byte breakdown of an accepted message is the method's, not the sender's.
@@ -96,8 +99,21 @@ class Method:
     # True: payload + side + labels on the wire == analytic_forward/backward exactly. False: the
     # stage's size depends on the data (entropy-coded positions) and the analytic size is a bound.
     exact_size: ClassVar[bool] = True
+    # A variable-rate stage (an entropy coder) sets exact_size = False: its analytic size is an
+    # upper bound the wire never exceeds, and it may record the measured and estimated bytes in
+    # ctx.stats. Optional modules it needs (import names) and the command that installs them:
+    # without them it is listed as unavailable and building it raises ParamError with that command.
+    requires: ClassVar[tuple[str, ...]] = ()
+    install: ClassVar[str] = ""
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        """The optional modules in `requires` that are not installed (checked without importing)."""
+        return missing_modules(cls.requires)
 
     def __init__(self, **params: Any) -> None:
+        if missing := self.missing():
+            raise ParamError(unavailable_text(self.registry_name, missing, self.install))
         self.config: dict[str, Any] = resolve_params(self.params, params, f"method {self.registry_name}")
         self.client_module: nn.Module | None = None  # trained with the client's optimizer
         self.server_module: nn.Module | None = None  # trained with the server's optimizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import math
 import re
@@ -174,3 +175,14 @@ def split_generic_xi(
         raise ParamError(f"method {name}: give either xi= or its native {rate_param[0]}=, not both")
     rest = {k: v for k, v in params.items() if k != "xi"}
     return rest, XI_PARAM.parse(params["xi"], f"method {name}")
+
+
+def missing_modules(names: Sequence[str]) -> list[str]:
+    """The optional modules among `names` that are not installed (found without importing them)."""
+    return [m for m in names if importlib.util.find_spec(m) is None]
+
+
+def unavailable_text(name: str, missing: Sequence[str], install: str) -> str:
+    """The one line a method with missing optional modules is refused with."""
+    how = install or f"pip install {missing[0]}"
+    return f"method {name} is unavailable: it needs {', '.join(missing)} (install with: {how})"
