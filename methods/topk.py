@@ -92,6 +92,7 @@ class TopK(Method):
     rate_param = ("ratio", (0.5, 0.2, 0.05))
     field_categories = {"gaps": Category.SIDE, "mask": Category.SIDE, "idx": Category.SIDE}
     exact_size = False  # the gap code's length depends on the positions; analytic is its bound
+    keeps_finite = True  # decode scatters the (checked) values into zeros: the pipeline skips a recheck
 
     def setup(self, cut: Cut, in_shape: tuple[int, ...]) -> None:
         super().setup(cut, in_shape)

@@ -35,6 +35,7 @@ from .bits import packed_nbytes
 
 _MAX_SYMBOL_BITS = 24  # constriction's categorical precision: no symbol costs more than 24 bits
 _ANS_SLACK_BITS = 96  # final 64-bit state plus word rounding
+_ZERO_BITS = (8 - np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)).astype(np.uint8)
 
 
 def golomb_parameter(kk: int, dim: int) -> int:
@@ -124,9 +125,13 @@ def gap_decode(data: bytes | memoryview, rows: int, kk: int, dim: int) -> np.nda
         raise WireFormatError(f"gap code: {len(data)} bytes is longer than any valid code")
     m = golomb_parameter(kk, dim)
     raw = np.frombuffer(bytes(data), dtype=np.uint8)
-    zeros = np.flatnonzero(np.unpackbits(~raw, bitorder="little"))[:n]  # the zero-bits; bounded above
-    if zeros.size < n:
+    # U ends in the byte holding the n-th zero-bit: count zero-bits per byte (a table lookup), so
+    # only U's bits are unpacked and searched, not the remainder words after it.
+    per_byte = np.cumsum(_ZERO_BITS[raw], dtype=np.int64)
+    if not per_byte.size or int(per_byte[-1]) < n:
         raise WireFormatError("gap code truncated in its quotients")
+    end = int(np.searchsorted(per_byte, n)) + 1
+    zeros = np.flatnonzero(np.unpackbits(~raw[:end], bitorder="little").view(bool))[:n]
     last = int(zeros[-1])
     un = last // 8 + 1  # bytes of U
     if int(raw[un - 1]) >> (last % 8 + 1):
