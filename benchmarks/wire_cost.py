@@ -125,6 +125,8 @@ class Worker:
         elif op == "bwd":
             data = pipe.pack(pipe.encode_backward(s["grad"], s["sctx"]))
             pipe.decode_backward(pipe.unpack(data), s["cctx"])
+        elif op == "step":
+            self._step()
         else:
             from adcbench.transport.loopback import Loopback
 
@@ -132,6 +134,18 @@ class Worker:
             link.send("fwd", s["fwd"])
             link.recv("fwd")
         return time.perf_counter() - t0
+
+    def _step(self) -> None:
+        """Forward + backward of the whole DeiT-Tiny (random init) on the batch, no wire: the
+        denominator of the `none` step share (the same timm code in both trees)."""
+        if not hasattr(self, "net"):
+            import timm
+
+            self.torch.manual_seed(0)
+            self.net = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=CLASSES)
+            self.x = self.torch.randn(B, 3, 224, 224, generator=self.torch.Generator().manual_seed(3))
+        self.net.zero_grad(set_to_none=True)
+        self.torch.nn.functional.cross_entropy(self.net(self.x), self.y).backward()
 
 
 def worker_main() -> None:
@@ -186,21 +200,21 @@ def base_tree(commit: str, into: Path) -> Path:
     return into
 
 
-def compare(new: Peer, old: Peer, spec: str, reps: int) -> dict[str, Any] | None:
+def compare(new: Peer, old: Peer, spec: str, reps: int, ops: tuple[str, ...] = OPS) -> dict[str, Any] | None:
     sizes = {}
     for name, peer in (("new", new), ("old", old)):
         sizes[name] = peer.ask({"op": "setup", "spec": spec})
         if "error" in sizes[name]:
             print(f"{spec}: skipped ({name}: {sizes[name]['error']})", flush=True)
             return None
-    times: dict[str, dict[str, list[float]]] = {op: {"new": [], "old": []} for op in OPS}
+    times: dict[str, dict[str, list[float]]] = {op: {"new": [], "old": []} for op in ops}
     for rep in range(reps):
-        for op in OPS:
+        for op in ops:
             order = (new, old) if rep % 2 else (old, new)
             for peer in order:
                 times[op]["new" if peer is new else "old"].append(peer.ask({"op": op, "spec": spec}))
     row: dict[str, Any] = {"spec": spec, "sizes": sizes}
-    for op in OPS:
+    for op in ops:
         ratios = sorted(a / b for a, b in zip(times[op]["new"], times[op]["old"]))
         q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
         row[op] = {
@@ -211,6 +225,25 @@ def compare(new: Peer, old: Peer, spec: str, reps: int) -> dict[str, Any] | None
             "old_ms": 1e3 * statistics.median(times[op]["old"]),
         }
     return row
+
+
+def step_share(new: Peer, old: Peer, reps: int, none_row: dict[str, Any]) -> str:
+    """The `none` wire path (enc + link + dec + bwd) as a share of a whole-model training step."""
+    for peer in (new, old):
+        peer.ask({"op": "step", "spec": "none"})  # builds the model; the warm-up step
+    step = {"new": [], "old": []}
+    for rep in range(reps):
+        for peer in (new, old) if rep % 2 else (old, new):
+            step["new" if peer is new else "old"].append(peer.ask({"op": "step", "spec": "none"}))
+    out = []
+    for tree, label in (("old", "base"), ("new", "now")):
+        wire_ms = sum(none_row[op][f"{tree}_ms"] for op in OPS)
+        step_ms = 1e3 * statistics.median(step[tree])
+        out.append(f"{label} {wire_ms:.0f} ms = {100 * wire_ms / step_ms:.2f} % of {step_ms:.0f} ms")
+    return (
+        "- `none` wire path per training step (enc + link + dec + bwd medians) against a whole "
+        f"DeiT-Tiny forward + backward at B = {B} (median of {reps}, interleaved, no wire): " + "; ".join(out)
+    )
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -236,6 +269,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="method specs instead of the default list")
     ap.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     ap.add_argument("--json", default=None, help="also write the raw rows as JSON")
+    ap.add_argument("--step-reps", type=int, default=5, help="whole-model steps for the `none` share (0: skip)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -251,6 +285,8 @@ def main() -> None:
                 continue
             rows.append(row)
             print(f"{spec:40s} " + "  ".join(f"{op} {row[op]['ratio']:.2f}" for op in OPS), flush=True)
+        none_row = next((r for r in rows if r["spec"] == "none"), None)
+        share = step_share(new, old, args.step_reps, none_row) if none_row and args.step_reps else ""
         new.close()
         old.close()
     over = [f"`{r['spec']}` {op}" for r in rows for op in OPS[:3] if r[op]["ratio"] > BUDGET]
@@ -272,6 +308,7 @@ def main() -> None:
             "",
             f"- enc, dec, bwd ≤ {BUDGET} × base: "
             + ("met by every row" if not over else "NOT met by " + ", ".join(over) + " (marked **)"),
+            *([share] if share else []),
             "",
         ]
     )
