@@ -60,6 +60,9 @@ class Category(enum.IntEnum):
     LABELS = 2  # training targets
 
 
+_KINDS = {int(k): k for k in Kind}  # dict lookups: an Enum call per field costs more than the parse
+_CATEGORIES = {int(c): c for c in Category}
+
 # Breakdown keys, in the order records list them. A message inside a lossless container
 # (zstd/zlib) adds `lossless`: the (usually negative) change in size, container header included.
 BREAKDOWN_KEYS = ("payload", "side", "labels", "framing")
@@ -274,14 +277,18 @@ class _Reader:
         self.pos += n
         return chunk
 
-    def unpack(self, fmt: str, what: str) -> tuple[int, ...]:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+    def byte(self, what: str) -> int:
+        """One unsigned byte (the reader's most frequent read: names, kinds, varints)."""
+        if self.pos >= len(self.body):
+            raise WireFormatError(f"message truncated while reading {what}")
+        self.pos += 1
+        return self.body[self.pos - 1]
 
     def uvar(self, what: str) -> int:
         """A canonical unsigned LEB128 below 2**32 (at most 5 bytes, no redundant zero groups)."""
         value = 0
         for i in range(5):
-            (b,) = self.unpack("<B", what)
+            b = self.byte(what)
             value |= (b & 0x7F) << (7 * i)
             if not b & 0x80:
                 if (b == 0 and i > 0) or value >> 32 or uvar_nbytes(value) != i + 1:
@@ -290,7 +297,7 @@ class _Reader:
         raise WireFormatError(f"{what}: varint longer than 5 bytes")
 
     def name(self, seen: set[str]) -> str:
-        (nlen,) = self.unpack("<B", "field name length")
+        nlen = self.byte("field name length")
         try:
             name = bytes(self.take(nlen, "field name")).decode("ascii")
         except UnicodeDecodeError:
@@ -302,7 +309,7 @@ class _Reader:
 
     def shape(self, name: str, ndim: int) -> tuple[int, tuple[int, ...], int]:
         """(dtype code or bit width, shape, element count) of a TENSOR or PACKED field."""
-        (code_or_bits,) = self.unpack("<B", f"header of {name!r}")
+        code_or_bits = self.byte(f"header of {name!r}")
         shape = tuple(self.uvar(f"shape of {name!r}") for _ in range(ndim))
         numel = math.prod(shape)  # Python ints: no int64 overflow
         if numel > self.limits.max_elements:
@@ -324,11 +331,10 @@ def _tensor_from(raw: memoryview, name: str, code: int, shape: tuple[int, ...]) 
 
 
 def _parse_field(r: _Reader, name: str, materialize: bool) -> tuple[Category, int, Field | None]:
-    (kc,) = r.unpack("<B", f"kind of {name!r}")
-    try:
-        kind, category, ndim = Kind((kc >> 4) & 0x3), Category(kc >> 6), kc & 0x0F
-    except ValueError:
-        raise WireFormatError(f"field {name!r}: unknown kind/category byte {kc:#04x}") from None
+    kc = r.byte(f"kind of {name!r}")
+    kind, category, ndim = _KINDS.get((kc >> 4) & 0x3), _CATEGORIES.get(kc >> 6), kc & 0x0F
+    if kind is None or category is None:
+        raise WireFormatError(f"field {name!r}: unknown kind/category byte {kc:#04x}")
     if ndim > (0 if kind == Kind.BYTES else MAX_NDIM):
         raise WireFormatError(f"field {name!r}: {ndim} dims exceeds the limit for its kind")
     if kind == Kind.BYTES:
