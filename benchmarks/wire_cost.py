@@ -4,8 +4,8 @@
 
 The baseline is the tree at `--base` (default 3bccf4c: the last commit before wire v2, i.e. before
 gap-coded positions, packed labels and the receiver's validation), unpacked with `git archive`
-into a temporary folder with this checkout's `methods/` linked in only where that tree has no
-`adcbench/methods` -- never the case for 3bccf4c, which carries its own copy.
+into a temporary folder; where that tree keeps its plugins only at the top level (`methods/`, as
+3bccf4c does) they are linked in as its `adcbench.methods`, so the baseline runs its own methods.
 
 Two worker processes run this file with `--worker`: one imports the current tree's adcbench, the
 other the baseline's (PYTHONPATH first). Each builds the same seeded inputs at the paper's shapes
