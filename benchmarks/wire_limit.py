@@ -3,12 +3,15 @@
     python benchmarks/wire_limit.py [--out docs/benchmarks/wire-limit.md] [--only SPEC ...] [--reps N]
                                     [--json FILE] [--compare BASELINE.json]
 
-Encode/decode cost against an earlier version (the table's "vs base" columns): run this script
-with the earlier tree first on the import path, e.g.
+Bytes against an earlier version (the "base fwd wire/info" column): run this script with the
+earlier tree first on the import path, e.g.
 
     git archive 3bccf4c | tar -x -C /tmp/base && ln -s ../methods /tmp/base/adcbench/methods
-    (cd /tmp/base && PYTHONPATH=/tmp/base python $OLDPWD/benchmarks/wire_limit.py --json /tmp/base.json)
+    (cd /tmp && PYTHONPATH=/tmp/base python $OLDPWD/benchmarks/wire_limit.py --json /tmp/base.json)
     python benchmarks/wire_limit.py --compare /tmp/base.json --out docs/benchmarks/wire-limit.md
+
+Encode/decode *time* against an earlier tree is measured side by side, interleaved, by
+benchmarks/wire_cost.py (docs/benchmarks/wire-cost.md); the times here are this tree's alone.
 
 Shapes: B = 128, n = 197, d = 192 (DeiT-Tiny cut), 100 classes. The activations are Gaussian, the
 attention rows a softmax of Gaussian scores and the gradient Gaussian (sizes depend on shapes
@@ -243,7 +246,7 @@ def table(rows: list[dict[str, Any]], base: dict[str, dict[str, Any]]) -> str:
         "bwd wire/info | encode ms | decode ms |"
     )
     if base:
-        head += " base fwd wire/info | encode vs base | decode vs base |"
+        head += " base fwd wire/info |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         star = "" if r["known"] else " *"
@@ -254,11 +257,7 @@ def table(rows: list[dict[str, Any]], base: dict[str, dict[str, Any]]) -> str:
         )
         if base:
             b = base.get(r["spec"])
-            line += (
-                f" {b['fwd'] / r['info_fwd']:.3f} | {r['t_enc'] / b['t_enc']:.2f} | {r['t_dec'] / b['t_dec']:.2f} |"
-                if b
-                else " - | - | - |"
-            )
+            line += f" {b['fwd'] / r['info_fwd']:.3f} |" if b else " - |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -300,7 +299,8 @@ def main() -> None:
             f"- shapes: B = {B}, n = {N_TOKENS}, d = {DIM}, {CLASSES} classes; Gaussian activations and gradients",
             "",
             "- vs base: the same measurement of "
-            + (f"`{args.compare}` (an earlier tree, see the docstring); ratios above 1 are slower" if base else "-"),
+            + (f"`{args.compare}` (an earlier tree, see the docstring)" if base else "-")
+            + "; encode/decode time against it, side by side: [wire-cost.md](wire-cost.md)",
             "",
             table(rows, base),
             "",

@@ -50,6 +50,14 @@ def support_bound(batch: int, dim: int, k: int) -> int:
     return min(*fixed_nbytes(batch, dim, k).values(), gap_code_bound(batch, min(k, dim - k), dim))
 
 
+def _sorted_rows(idx: torch.Tensor) -> torch.Tensor:
+    """Each row ascending. On the CPU numpy's vectorized int32 sort is ~40x torch's int64 sort
+    at top-k shapes (128 × 3,782 of 37,824); elsewhere torch sorts on the device."""
+    if idx.device.type != "cpu" or idx.shape[1] >= 2**31:
+        return idx.sort(dim=1).values
+    return torch.from_numpy(np.sort(idx.numpy().astype(np.int32), axis=1)).long()
+
+
 def _coded_set(idx: torch.Tensor, dim: int, k: int) -> np.ndarray:
     """The sorted positions the gap code carries: the kept ones, or the dropped ones if fewer."""
     if k <= dim - k:
@@ -84,6 +92,7 @@ class TopK(Method):
     rate_param = ("ratio", (0.5, 0.2, 0.05))
     field_categories = {"gaps": Category.SIDE, "mask": Category.SIDE, "idx": Category.SIDE}
     exact_size = False  # the gap code's length depends on the positions; analytic is its bound
+    keeps_finite = True  # decode scatters the (checked) values into zeros: the pipeline skips a recheck
 
     def setup(self, cut: Cut, in_shape: tuple[int, ...]) -> None:
         super().setup(cut, in_shape)
@@ -115,7 +124,7 @@ class TopK(Method):
         flat = x.reshape(x.shape[0], -1)
         N, D = flat.shape
         k = self.k(D)
-        idx = self.select(flat, k, ctx).sort(dim=1).values
+        idx = _sorted_rows(self.select(flat, k, ctx))
         gaps = gap_encode(_coded_set(idx, D, k), D)
         sizes = {**fixed_nbytes(N, D, k), "gaps": len(gaps)}
         kind = min(sizes, key=lambda name: (sizes[name], name != "mask"))  # ties: the bitmap
@@ -150,7 +159,7 @@ class TopK(Method):
             idx = expect_tensor(fields, "idx", self.registry_name, shape=(N, k), high=D - 1).long()
             if k > 1 and bool((idx.diff(dim=1) <= 0).any()):
                 raise WireFormatError(f"{self.registry_name}: indices must be strictly increasing per sample")
-        dense = torch.zeros(N, D, dtype=rest.dtype, device=rest.device).scatter(1, idx.to(rest.device), rest)
+        dense = torch.zeros(N, D, dtype=rest.dtype, device=rest.device).scatter_(1, idx.to(rest.device), rest)
         return dense.reshape(N, *shape)
 
     # -- analytic size --------------------------------------------------------------------------

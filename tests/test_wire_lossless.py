@@ -119,3 +119,16 @@ def test_container_refuses_to_inflate_past_its_header() -> None:
     data[5:9] = (100).to_bytes(4, "little")  # claims 100 inner bytes; the frame holds ~140 kB
     with pytest.raises(WireFormatError):
         decompress_container(bytes(data))
+
+
+@pytest.mark.parametrize("bits", [3, 5, 7, 11, 13, 23, 31])
+def test_small_and_group_packing_write_the_same_stream(bits: int) -> None:
+    """Fields up to 64 Kibit take the one-bit-per-byte path, larger ones the group loop: both
+    must be the format's definition on either side of the threshold."""
+    rng = np.random.default_rng(bits)
+    small = (1 << 16) // bits
+    for count in (small, small + 9):
+        values = rng.integers(0, 1 << bits, count, dtype=np.uint64)
+        data = pack_bits(values, bits)
+        assert data == reference_pack(values, bits)
+        assert (unpack_bits(data, count, bits) == values.astype(np.int64)).all()

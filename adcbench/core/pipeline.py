@@ -260,7 +260,9 @@ class Pipeline:
         for i in range(last - 1, -1, -1):
             x = self.stages[i].decode_forward(_local(msg, i), x, ctx)
             _check_shape(x, self.stages[i].output_shape(shapes[i], ctx.training), self.stages[i])
-        if x is not leaf:  # e.g. finite codes times a huge scale, or an overflowing decoder
+        # e.g. finite codes times a huge scale, or an overflowing decoder; a stage that only moves
+        # decoded values around (`keeps_finite`, e.g. topk's scatter) cannot make them non-finite.
+        if x is not leaf and not all(getattr(s, "keeps_finite", False) for s in self.stages[:last]):
             _check_finite(x, self.stages[0])
         targets = ctx.targets
         if "y" in msg and (targets is not None or not ctx.training):

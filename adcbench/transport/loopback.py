@@ -8,7 +8,8 @@ from .base import Meter, Transport
 
 
 class Loopback(Transport):
-    """In-process: a FIFO per direction. The receiver gets a fresh copy of the bytes."""
+    """In-process: a FIFO per direction. The receiver gets the sender's `bytes` object itself:
+    it is immutable, so sharing it is safe, and copying a ~19 MB message costs more than a meter."""
 
     name = "loopback"
 
@@ -17,7 +18,7 @@ class Loopback(Transport):
         self._queues: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
 
     def _deliver(self, direction: str, data: bytes) -> None:
-        self._queues[direction].append(bytes(bytearray(data)))
+        self._queues[direction].append(data)
 
     def recv(self, direction: str) -> bytes:
         if not self._queues[direction]:

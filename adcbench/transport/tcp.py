@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import warnings
 from typing import Any
 
 import torch
@@ -132,8 +133,10 @@ class TcpTransport(Transport):
         if not self._open:
             raise TransportError("the tcp transport is not open")
         tensors = [torch.tensor([KINDS[kind], len(data)], dtype=torch.int64)]
-        if data:  # a copy: gloo reads the buffer after isend returns
-            tensors.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        if data:  # a view, no copy: gloo only reads it, and `tensors` keeps the bytes alive until sent
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": never written
+                tensors.append(torch.frombuffer(data, dtype=torch.uint8))
         peer = 1 - self.rank
         for t in tensors:
             try:

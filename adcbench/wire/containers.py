@@ -41,7 +41,7 @@ def compress_container(data: bytes, codec: Codec, level: int) -> bytes:
         body = data
     if len(body) >= len(data):
         codec, body = Codec.STORED, data
-    return CONTAINER_MAGIC + struct.pack("<BI", int(codec), len(data)) + body
+    return b"".join((CONTAINER_MAGIC, struct.pack("<BI", int(codec), len(data)), body))  # one copy
 
 
 def decompress_container(data: bytes, expect: Codec | None = None, limits: Limits | None = None) -> bytes:
@@ -65,10 +65,10 @@ def decompress_container(data: bytes, expect: Codec | None = None, limits: Limit
         raise WireFormatError(f"expected a {expect.name.lower()} container, got {codec.name.lower()}")
     if length > lim.max_message_bytes:
         raise WireFormatError(f"lossless container claims {length} inner bytes (limit {lim.max_message_bytes})")
-    body = data[CONTAINER_HEADER:]
+    body = memoryview(data)[CONTAINER_HEADER:]  # the codecs read views: no copy of the body
     try:
         if codec == Codec.STORED:
-            inner = body
+            inner = bytes(body)
         elif codec == Codec.ZLIB:
             d = zlib.decompressobj()
             inner = d.decompress(body, length + 1)

@@ -35,6 +35,7 @@ from .bits import packed_nbytes
 
 _MAX_SYMBOL_BITS = 24  # constriction's categorical precision: no symbol costs more than 24 bits
 _ANS_SLACK_BITS = 96  # final 64-bit state plus word rounding
+_ZERO_BITS = (8 - np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)).astype(np.uint8)
 
 
 def golomb_parameter(kk: int, dim: int) -> int:
@@ -56,8 +57,8 @@ def _model(kk: int, dim: int, m: int) -> constriction.stream.model.Categorical:
 
 
 def _gaps(pos: np.ndarray) -> np.ndarray:
-    pos = np.asarray(pos, dtype=np.int64)
-    gaps = np.empty_like(pos)
+    pos = np.asarray(pos, dtype=np.int32 if pos.shape[1] and int(pos[:, -1].max()) < 2**31 else np.int64)
+    gaps = np.empty_like(pos)  # int32 where positions fit: half the memory traffic of int64
     gaps[:, :1] = pos[:, :1]
     gaps[:, 1:] = np.diff(pos, axis=1) - 1
     return gaps.ravel()
@@ -94,13 +95,15 @@ def gap_encode(pos: np.ndarray, dim: int) -> bytes:
     if rows * kk == 0:
         return b""
     m = golomb_parameter(kk, dim)
-    q, r = np.divmod(_gaps(pos), m)
-    unary = np.ones(int(q.sum()) + q.size, dtype=np.uint8)
-    unary[np.cumsum(q + 1) - 1] = 0
+    g = _gaps(pos)
+    q = g // m
+    zeros = np.cumsum(q + 1, dtype=np.int64) - 1  # where each quotient's terminating zero-bit lies
+    unary = np.ones(int(zeros[-1]) + 1, dtype=np.uint8)
+    unary[zeros] = 0
     out = np.packbits(unary, bitorder="little").tobytes()
     if m > 1:
         coder = constriction.stream.stack.AnsCoder()
-        coder.encode_reverse(r.astype(np.int32), _model(kk, dim, m))
+        coder.encode_reverse((g - q * m).astype(np.int32, copy=False), _model(kk, dim, m))
         out += coder.get_compressed().astype("<u4").tobytes()
     return out
 
@@ -122,9 +125,13 @@ def gap_decode(data: bytes | memoryview, rows: int, kk: int, dim: int) -> np.nda
         raise WireFormatError(f"gap code: {len(data)} bytes is longer than any valid code")
     m = golomb_parameter(kk, dim)
     raw = np.frombuffer(bytes(data), dtype=np.uint8)
-    zeros = np.flatnonzero(np.unpackbits(raw, bitorder="little") == 0)[:n]  # bounded above
-    if zeros.size < n:
+    # U ends in the byte holding the n-th zero-bit: count zero-bits per byte (a table lookup), so
+    # only U's bits are unpacked and searched, not the remainder words after it.
+    per_byte = np.cumsum(_ZERO_BITS[raw], dtype=np.int64)
+    if not per_byte.size or int(per_byte[-1]) < n:
         raise WireFormatError("gap code truncated in its quotients")
+    end = int(np.searchsorted(per_byte, n)) + 1
+    zeros = np.flatnonzero(np.unpackbits(~raw[:end], bitorder="little").view(bool))[:n]
     last = int(zeros[-1])
     un = last // 8 + 1  # bytes of U
     if int(raw[un - 1]) >> (last % 8 + 1):
