@@ -1,8 +1,7 @@
 """CI: the README's main job (`adcbench run`) appended exactly one completed record that learned.
 
 Usage: python .ci/check_record.py RECORDS_JSONL LINES_BEFORE [MIN_ACC]. One line on stderr and exit
-2 otherwise. This run replaces an in-suite end-to-end training (`pytest -m heavy`), so the suite
-does not train the default task twice."""
+2 otherwise."""
 
 from __future__ import annotations
 
