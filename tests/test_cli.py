@@ -127,6 +127,7 @@ def test_sweep_skips_completed_and_leaderboard_renders(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a full digits training: minutes when the machine is busy, never a failure
 def test_default_run_none_reaches_90_percent_on_digits(tmp_path):
     """The offline default must be a meaningful benchmark: `none` learns digits (>= 90 %)."""
     r = cli("run", "--method", "none", "--eval-policy", "raw", "--out", str(tmp_path), "--quiet")
