@@ -214,7 +214,7 @@ def _tensor_view(t: torch.Tensor, np_dtype: str) -> memoryview:
     elif t.dtype == torch.bool:
         t = t.to(torch.uint8)
     arr = np.ascontiguousarray(t.numpy().astype(np_dtype, copy=False))
-    return memoryview(arr.reshape(-1).view(np.uint8))
+    return arr.reshape(-1).view(np.uint8).data  # a memoryview of the array, no copy
 
 
 def breakdown(data: bytes, limits: Limits | None = None, _depth: int = 0, check_crc: bool = True) -> dict[str, int]:
