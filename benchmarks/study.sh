@@ -13,7 +13,7 @@ adcbench pretrain --task cifar10 --data ../shared/data/cifar10-jpg --quiet
 adcbench pretrain --task imagenette:preset=cpu32 --data ../shared/data/imagenette2-224 --quiet
 for seed in 0 1 2; do
   start=$(date +%s)
-  adcbench sweep sweeps/study.yaml --seeds "$seed" --jobs "$JOBS" --threads 1 --quiet
+  adcbench sweep sweeps/study.yaml --seeds "$seed" --jobs "$JOBS" --threads 1 --quiet --out results
   echo "study: seed $seed took $(( $(date +%s) - start )) s"
 done
 adcbench leaderboard
