@@ -119,7 +119,16 @@ def test_recorded_config_names_every_setting() -> None:
             continue  # recorded at the top level or under `model`
         if f.name in NOT_IDENTITY or f.name in ("device",):
             continue  # where and how it ran, not what: provenance and runtime
-        if f.name in ("precision", "wire_dtype", "eval_samples", "final_eval", "eval_schedule", "budget_epochs"):
+        if f.name in (
+            "precision",
+            "wire_dtype",
+            "eval_samples",
+            "final_eval",
+            "eval_schedule",
+            "budget_epochs",
+            "history_policy",
+            "final_eval_samples",
+        ):
             continue  # in the identity only when set (so older records keep their hash): test_sweep.py
         assert f.name in train, f"{f.name} is not in the record's training settings"
 
@@ -150,6 +159,37 @@ def test_both_policies_and_running_loss_between_evaluations(monkeypatch) -> None
     assert [h["train_loss"] for h in rec["history"]] == pytest.approx([sum(losses[:2]) / 2, sum(losses[2:]) / 2])
     b = rec["bytes"]
     assert b["eval_per_sample_compressed"] < b["eval_per_sample_raw"], "compressed eval sends the method's bytes"
+
+
+def test_deployed_history_evaluates_only_the_deployment_policy_and_the_final_both() -> None:
+    t = Recording()
+    rec = run(cfg(method="quant:bits=2", max_steps=4, eval_every=2, history_policy="deployed"), t)
+    # quant is deployed raw: the step-2 history has no compressed pass, the final one has both.
+    assert [sorted(k for k in h if k.startswith("acc")) for h in rec["history"]] == [
+        ["acc"],
+        ["acc", "acc_compressed"],
+    ]
+    assert len(t.preds) == 3 * 2  # three passes over the 359 test digits at batch 256
+    assert rec["train"]["history_policy"] == "deployed"
+    assert rec["config_hash"] != run(cfg(method="quant:bits=2", max_steps=4, eval_every=2))["config_hash"]
+    # A learned codec is deployed compressed: its history keeps that policy, not the raw one.
+    rec = run(cfg(method="bottleneck:ratio=0.5", max_steps=2, eval_every=1, history_policy="deployed"))
+    assert sorted(k for k in rec["history"][0] if k.startswith("acc")) == ["acc_compressed"]
+
+
+def test_final_eval_samples_is_a_fixed_superset_of_the_history_subset() -> None:
+    t = Recording()
+    rec = run(cfg(max_steps=2, eval_every=1, eval_policy="raw", eval_samples=40, final_eval_samples=100), t)
+    assert [(h["step"], h["eval_samples"]) for h in rec["history"]] == [(1, 40), (2, 100)]
+    assert rec["train"]["final_eval_samples"] == 100
+    from adcbench.train.evaluation import eval_loaders
+
+    data = get_task("tiny8")().splits().eval
+    loaders = eval_loaders(data, {"batch_size": BATCH, "eval_samples": 40, "final_eval_samples": 100})
+    history, final = (set(loaders[k].dataset.indices) for k in ("history", "final"))  # type: ignore[attr-defined]
+    assert len(history) == 40 and len(final) == 100 and history < final
+    with pytest.raises(Exception, match="final_eval_samples=30 is out of range; valid: integer >= 40"):
+        run(cfg(eval_samples=40, final_eval_samples=30))
 
 
 def test_log_schedule_evaluates_at_log_spaced_steps_and_keeps_fixed_hashes() -> None:

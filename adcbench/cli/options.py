@@ -84,6 +84,13 @@ def run_options(f: Callable) -> Callable:
             "--eval-policy", type=click.Choice(["raw", "compressed", "both"]), default="both", show_default=True
         ),
         click.option(
+            "--history-policy",
+            type=click.Choice(["all", "deployed"]),
+            default="all",
+            show_default=True,
+            help="deployed: history evaluations only under the method's deployment policy (the final one: --eval-policy).",
+        ),
+        click.option(
             "--eval-schedule",
             type=click.Choice(["fixed", "log"]),
             default="fixed",
@@ -102,6 +109,12 @@ def run_options(f: Callable) -> Callable:
             default="full",
             show_default=True,
             help="The final evaluation: the full eval split, or the --eval-samples subset.",
+        ),
+        click.option(
+            "--final-eval-samples",
+            type=click.IntRange(1),
+            default=None,
+            help="The final evaluation on this many samples: a fixed subset containing the --eval-samples one.",
         ),
         click.option(
             "--val-fraction",
@@ -243,9 +256,11 @@ def _config(method: str, seed: int, kw: dict[str, Any]):
         eval_every=kw["eval_every"],
         eval_schedule=kw["eval_schedule"],
         eval_policy=kw["eval_policy"],
+        history_policy=kw["history_policy"],
         val_fraction=kw["val_fraction"],
         eval_samples=kw["eval_samples"],
         final_eval=kw["final_eval"],
+        final_eval_samples=kw["final_eval_samples"],
         init=kw["init"],
         arch=kw["arch"],
         threads=kw["threads"],

@@ -126,6 +126,12 @@ class Pipeline:
         return self.user_spec
 
     @property
+    def deployment_policy(self) -> str:
+        """The evaluation policy the chain is deployed with (its stages' `deployment_policy`):
+        compressed as soon as one stage is, since a learned codec's server never sees raw activations."""
+        return "compressed" if any(s.deployment_policy == "compressed" for s in self.stages) else "raw"
+
+    @property
     def needs_attention(self) -> bool:
         return self.stages[0].needs_attention
 

@@ -1,8 +1,8 @@
 """Time to accuracy over modelled links: a leaderboard section per task, replayed from the records.
 
 Each completed record's history is replayed under each preset by the link model
-(adcbench.transport.link; docs/transport.md): the virtual time at which the raw-evaluation accuracy
-first reaches the task's target. The target is `TARGET_FRACTION` of the best mean final accuracy
+(adcbench.transport.link; docs/transport.md): the virtual time at which the accuracy under the method's
+deployment policy (as in the leaderboard's tables) first reaches the task's target. The target is `TARGET_FRACTION` of the best mean final accuracy
 among the task's configurations, so every task has one that some run reaches. Per configuration
 the table gives the mean over seeds ("never" where a seed did not reach it)."""
 
@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from adcbench.report.tables import POLICY_COLUMN, deployment_policy
 from adcbench.transport.link import PRESETS, Link, time_to_accuracy, timeline
 
 LEADERBOARD_LINKS = ("nbiot", "lte", "wifi", "5g", "datacenter")
@@ -44,8 +45,13 @@ def _fmt(seconds: float | None) -> str:
     return f"{seconds:.1f} s"
 
 
+def _key(method: str) -> str:
+    """The history column of the method's deployment policy."""
+    return POLICY_COLUMN[deployment_policy(method)]
+
+
 def target_for(by_method: dict[str, list[dict[str, Any]]]) -> float:
-    finals = [sum(r["final"]["acc"] or 0 for r in runs) / len(runs) for runs in by_method.values()]
+    finals = [sum(r["final"][_key(m)] or 0 for r in runs) / len(runs) for m, runs in by_method.items()]
     return round(TARGET_FRACTION * max(finals), 2) if finals else 0.0
 
 
@@ -74,7 +80,7 @@ def link_section(
     for method in sorted(by_method):
         cells = []
         for link in presets:
-            times = [time_to_accuracy(r, link, target) for r in by_method[method]]
+            times = [time_to_accuracy(r, link, target, _key(method)) for r in by_method[method]]
             cells.append("never" if None in times else _fmt(sum(t for t in times if t is not None) / len(times)))
         lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
     if plots_dir is not None:
@@ -96,11 +102,12 @@ def _plot(
     fig, axes = plt.subplots(1, len(presets), figsize=(4.2 * len(presets), 3.8), squeeze=False)
     for ax, link in zip(axes[0], presets):
         for method in sorted(by_method):
-            rows = [row for row in timeline(by_method[method][0], link) if row["acc"] is not None]
-            ax.plot([r["time_s"] for r in rows], [r["acc"] for r in rows], label=method, linewidth=1.1)
+            key = _key(method)
+            rows = [row for row in timeline(by_method[method][0], link) if row[key] is not None]
+            ax.plot([r["time_s"] for r in rows], [r[key] for r in rows], label=method, linewidth=1.1)
         ax.axhline(target, color="grey", linestyle=":", linewidth=0.8)
         ax.set(
-            xscale="log", xlabel="virtual time (s)", ylabel="test accuracy (raw eval)", title=f"{task} over {link.name}"
+            xscale="log", xlabel="virtual time (s)", ylabel="test accuracy (deployed)", title=f"{task} over {link.name}"
         )
     axes[0][-1].legend(fontsize=6, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()

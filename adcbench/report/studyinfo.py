@@ -82,11 +82,13 @@ def _settings(r: dict[str, Any]) -> str:
     length = f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs')} epochs"
     if t.get("budget_bytes") or t.get("budget_base_epochs"):
         length += " or the byte budget"
-    evals = f"eval every {t.get('eval_every')} steps" if t.get("eval_every") else "eval each epoch"
-    if t.get("eval_schedule"):
-        evals += f" + {t['eval_schedule']} schedule"
+    every = f"every {t['eval_every']} steps" if t.get("eval_every") else "each epoch"
+    evals = f"eval at log-spaced steps and {every}" if t.get("eval_schedule") == "log" else f"eval {every}"
     if t.get("eval_samples"):
-        evals += f" on {t['eval_samples']} samples (final: {t.get('final_eval', 'full')})"
+        final = t.get("final_eval_samples") or t.get("final_eval", "full")
+        evals += f" on {t['eval_samples']} test samples (final: {final})"
+    if t.get("history_policy") == "deployed":
+        evals += ", history under the deployment policy only"
     return f"batch {t.get('batch_size')}, lr {t.get('lr')}, {length}, split after block {t.get('split')}, {evals}"
 
 

@@ -15,6 +15,9 @@ from adcbench.errors import AdcbenchError, ParamError
 
 EVAL_POLICIES = ("raw", "compressed", "both")
 EVAL_SCHEDULES = ("fixed", "log")
+# "deployed": history evaluations only under the method's deployment policy (what the equal-bytes
+# table and curves read); the final evaluation still runs every policy of `eval_policy`.
+HISTORY_POLICIES = ("all", "deployed")
 # Compute precision -> the dtype autocast computes in (fp32: no autocast).
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # What the activations and gradients cross the wire as, where the method leaves it open (its chain
@@ -48,6 +51,7 @@ class RunConfig:
     # byte budgets can be read off the history (the leaderboard's equal-bytes table).
     eval_schedule: str = "fixed"
     eval_policy: str = "both"
+    history_policy: str = "all"
     val_fraction: float = 0.0
     init: str | None = None  # None: the task's default (scratch, or pretrained for paper presets)
     threads: int | None = None  # torch intra-op threads (None: available cores / concurrent runs)
@@ -61,6 +65,9 @@ class RunConfig:
     # final evaluation uses the full split unless final_eval="subset".
     eval_samples: int | None = None
     final_eval: str = "full"
+    # The final evaluation on a larger fixed subset (the first `final_eval_samples` of the same seeded
+    # order, so it contains the history's subset) when the full split costs too much (the study).
+    final_eval_samples: int | None = None
     out: str | None = "runs"  # ad-hoc runs: git-ignored, never the committed results/
     progress: bool = True
     # Resumable runs (adcbench.train.checkpoint): a folder turns checkpointing on; a checkpoint is
@@ -135,10 +142,16 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         r["budget_base_epochs"] = cfg.budget_epochs
     if cfg.eval_samples is not None:  # only then: records of full evaluations keep their config hash
         r.update(eval_samples=cfg.eval_samples, final_eval=cfg.final_eval)
+    if cfg.final_eval_samples is not None:  # only then, likewise
+        r["final_eval_samples"] = cfg.final_eval_samples
     if cfg.eval_schedule not in EVAL_SCHEDULES:
         raise ParamError(f"eval schedule {cfg.eval_schedule!r}; valid: {', '.join(EVAL_SCHEDULES)}")
     if cfg.eval_schedule != "fixed":  # only then: records of the fixed schedule keep their config hash
         r["eval_schedule"] = cfg.eval_schedule
+    if cfg.history_policy not in HISTORY_POLICIES:
+        raise ParamError(f"history policy {cfg.history_policy!r}; valid: {', '.join(HISTORY_POLICIES)}")
+    if cfg.history_policy != "all":  # only then: records of full histories keep their config hash
+        r["history_policy"] = cfg.history_policy
     if cfg.precision != "fp32":  # fp32 stays out of the identity, so older fp32 records keep their hash
         r["precision"] = cfg.precision
     for key, low in (("batch_size", 2), ("split", 1), ("eval_every", 0)):
@@ -161,6 +174,12 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         raise ParamError(f"eval_samples={cfg.eval_samples} is out of range; valid: integer >= 1")
     if cfg.final_eval not in ("full", "subset"):
         raise ParamError(f"final eval {cfg.final_eval!r}; valid: full, subset")
+    if cfg.final_eval_samples is not None:
+        low = cfg.eval_samples or 1  # a superset of the history's subset
+        if cfg.final_eval_samples < low:
+            raise ParamError(f"final_eval_samples={cfg.final_eval_samples} is out of range; valid: integer >= {low}")
+        if cfg.final_eval != "full":
+            raise ParamError("final_eval_samples sizes the final evaluation: leave final_eval at full")
     if not 0 <= r["val_fraction"] < 1:
         raise ParamError(f"val_fraction={r['val_fraction']} is out of range; valid: [0, 1)")
     return r

@@ -19,16 +19,21 @@ EVAL_SUBSET_SEED = 0  # fixed: every run and seed evaluates its history on the s
 
 def eval_loaders(data: Dataset, settings: dict[str, Any], num_workers: int = 0, **opts: Any) -> dict[str, DataLoader]:
     """ "history": a fixed seeded subset of `eval_samples` (all samples when unset or larger);
-    "final": the full split, or the same subset when `final_eval="subset"`."""
+    "final": the full split, the same subset when `final_eval="subset"`, or the first
+    `final_eval_samples` of the same seeded order (a superset of the history's)."""
     bs = max(settings["batch_size"], 256)
-    full = DataLoader(data, batch_size=bs, shuffle=False, num_workers=num_workers, **opts)
-    n = settings.get("eval_samples")
-    if n is None or n >= len(data):  # type: ignore[arg-type]
-        return {"history": full, "final": full}
-    gen = torch.Generator().manual_seed(EVAL_SUBSET_SEED)
-    idx = sorted(torch.randperm(len(data), generator=gen)[:n].tolist())  # type: ignore[arg-type]
-    subset = DataLoader(Subset(data, idx), batch_size=bs, shuffle=False, num_workers=num_workers, **opts)
-    return {"history": subset, "final": subset if settings.get("final_eval") == "subset" else full}
+    size = len(data)  # type: ignore[arg-type]
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(EVAL_SUBSET_SEED)).tolist()
+
+    def loader(n: int | None) -> DataLoader:
+        part = data if n is None or n >= size else Subset(data, sorted(order[:n]))
+        return DataLoader(part, batch_size=bs, shuffle=False, num_workers=num_workers, **opts)
+
+    n, n_final = settings.get("eval_samples"), settings.get("final_eval_samples")
+    history = loader(n)
+    if settings.get("final_eval") == "subset" or (n is None or n >= size) and n_final is None:
+        return {"history": history, "final": history}
+    return {"history": history, "final": loader(n_final)}
 
 
 @contextlib.contextmanager

@@ -141,10 +141,13 @@ class _History:
 
     def evaluate(self, step: int, which: str = "history") -> None:
         p, m, nominal = self.p, self.transport.meter, self.record["nominal"]
+        done: dict[str, float] = {}
         if which == "final" and self.record["history"] and self.record["history"][-1]["step"] == step:
-            # The last history evaluation ran on the subset: redo it on the full split.
+            # The last history evaluation ran on the subset or under fewer policies: redo it.
             last = self.record["history"].pop()
             self.loss_sum, self.loss_n, self.stats_sum = last["train_loss"], 1, dict(last.get("stats", {}))
+            if p.eval_loaders["history"] is p.eval_loaders["final"]:  # same samples: keep its passes
+                done = {k: last[k] for k in ("acc", "acc_compressed") if k in last}
         entry: dict[str, Any] = {
             "step": step,
             "epoch": round(step / len(p.train_loader), 4),
@@ -159,9 +162,15 @@ class _History:
             "train_loss": self.loss_sum / max(self.loss_n, 1),
             "wall_s": round(time.perf_counter() - self.t0, 3),
             "eval_samples": len(p.eval_loaders[which].dataset),  # type: ignore[arg-type]
+            **done,
         }
-        for policy in self.policies:
+        policies = self.policies
+        if which == "history" and p.settings.get("history_policy") == "deployed":
+            policies = [q for q in policies if q == p.pipeline.deployment_policy] or policies
+        for policy in policies:
             key = "acc" if policy == "raw" else "acc_compressed"
+            if key in entry:
+                continue
             if policy == "compressed" and p.pipeline.spec == p.raw_pipeline.spec and "acc" in entry:
                 # The method is the raw pipeline itself (`none`): one pass serves both policies.
                 entry[key], self.eval_per_sample[policy] = entry["acc"], self.eval_per_sample["raw"]
@@ -176,8 +185,13 @@ class _History:
         self.record["history"].append(entry)
         self.loss_sum, self.loss_n, self.stats_sum = 0.0, 0, {}
 
+    def has_every_policy(self, entry: dict[str, Any]) -> bool:
+        """Whether a history entry was evaluated under every policy the final evaluation asks for."""
+        return all(("acc" if q == "raw" else "acc_compressed") in entry for q in self.policies)
+
     def last_acc(self) -> str:
-        return next((f"{h['acc']:.3f}" for h in reversed(self.record["history"]) if "acc" in h), "-")
+        key = "acc" if self.p.pipeline.deployment_policy == "raw" else "acc_compressed"
+        return next((f"{h[key]:.3f}" for h in reversed(self.record["history"]) if key in h), "-")
 
 
 def run(cfg: RunConfig, transport: Transport | None = None, exchange: Exchange | None = None) -> dict[str, Any]:
@@ -217,7 +231,8 @@ def run(cfg: RunConfig, transport: Transport | None = None, exchange: Exchange |
                 loss=f"{loss:.3f}", acc=history.last_acc(), MB=f"{transport.meter.train_total / 1e6:.1f}", refresh=False
             )
         subset = p.eval_loaders["history"] is not p.eval_loaders["final"]
-        if subset or not record["history"] or record["history"][-1]["step"] != step:
+        last = record["history"][-1] if record["history"] else None
+        if subset or last is None or last["step"] != step or not history.has_every_policy(last):
             history.evaluate(step, "final")
         record["status"] = "completed"
     except BaseException as exc:  # keep what was measured, mark how it ended, then re-raise
