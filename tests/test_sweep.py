@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -309,3 +311,55 @@ def test_the_shard_examples_slice_the_grid_with_their_own_index():
     n = re.search(r'--shard "\$\{JOB_COMPLETION_INDEX\}/(\d+)"', args)
     assert n and int(n.group(1)) == job["spec"]["completions"] and job["spec"]["completionMode"] == "Indexed"
     assert '--shard "$i/$n"' in (root / "slurm-array.sh").read_text()
+
+
+def _children(pid: int) -> set[int]:
+    """Process ids whose parent is `pid` (from /proc: Linux)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker processes from /proc (Linux)")
+def test_killing_the_sweep_ends_its_workers_mid_run(tmp_path):
+    """A killed `sweep --jobs 2` must not leave workers training and appending records."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sweep = _file(
+        tmp_path, "tasks: [digits]\nmethods: [none, quant:bits=4]\nseeds: 0\noptions: {epochs: 1000, eval-every: 3}\n"
+    )
+    out = tmp_path / "res"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "adcbench.cli", "sweep", str(sweep), "--jobs", "2", "--threads", "1", "--quiet"]
+    parent = subprocess.Popen([*cmd, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        # Both runs are mid-training once each has written its first checkpoint (at step 3).
+        while len(list((out / "checkpoints").glob("*.pt"))) < 2:
+            assert parent.poll() is None, parent.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the runs never reached their first checkpoint"
+            time.sleep(0.5)
+        workers = {p for p in _children(parent.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
+        assert len(workers) == 2
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 60
+    while (alive := {p for p in workers if Path(f"/proc/{p}").exists()}) and time.monotonic() < deadline:
+        for p in alive:  # reap them if they became ours; otherwise init does
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(p, os.WNOHANG)
+        time.sleep(0.5)
+    assert not alive, f"workers {sorted(alive)} outlived their sweep"
+    records = out / "digits.jsonl"
+    assert not records.exists() or read_records(records) == [], "a run's record was written after its sweep died"

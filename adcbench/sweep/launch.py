@@ -17,6 +17,8 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,22 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+PARENT_POLL_S = 0.5
+
+
+def _end_with_parent(parent: int) -> None:
+    """Worker initializer: a watchdog thread ends this worker as soon as the sweep process that
+    started it is gone (killed, or crashed): orphaned workers would go on training and appending
+    records nobody waits for. The run's checkpoint, if any, lets the next sweep resume it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(143)  # as a SIGTERM would: no record for a run its sweep no longer waits on
+
+    threading.Thread(target=watch, name="adcbench-parent-watch", daemon=True).start()
+
+
 class Local:
     def __init__(self, jobs: int = 1) -> None:
         self.jobs = jobs
@@ -63,7 +81,8 @@ class Local:
             return
         threads = max(1, cores() // self.jobs)
         ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
-        with cf.ProcessPoolExecutor(self.jobs, mp_context=ctx) as pool:
+        parent = (os.getpid(),)
+        with cf.ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_end_with_parent, initargs=parent) as pool:
             futures = {
                 pool.submit(execute, dataclasses.replace(r.cfg, threads=r.cfg.threads or threads, progress=False)): r
                 for r in runs
