@@ -49,6 +49,14 @@ def test_paper_grids_state_the_papers_budget() -> None:
     assert {c.arch for c in cifar} == {"deit_tiny_patch16_224", "deit_small_patch16_224"}
 
 
+def test_the_codecs_study_shares_the_studys_tasks_and_options() -> None:
+    """sweeps/study-codecs.yaml is apart only for its optional extra: its runs must be comparable."""
+    import yaml
+
+    study, codecs = (yaml.safe_load((SWEEPS[0].parent / f"{n}.yaml").read_text()) for n in ("study", "study-codecs"))
+    assert (codecs["tasks"], codecs["options"], codecs["seeds"]) == (study["tasks"], study["options"], study["seeds"])
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_one_entry_trains_one_step(path: Path, monkeypatch) -> None:
     cfg = next(r.cfg for r in plan(path) if r.cfg.method != "none")
