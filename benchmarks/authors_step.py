@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
         authors = impl.load_authors(args.authors)
     except (UsageError, ImportError) as e:
-        print(f"authors_step.py: {e}", file=sys.stderr)
+        print("authors_step.py: " + " ".join(str(e).split()), file=sys.stderr)  # one line, always
         return 2
     impl.torch.set_num_threads(1)
     lines = impl.run(args, authors)
