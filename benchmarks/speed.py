@@ -13,8 +13,8 @@ affects both sides alike. Comparisons:
 - adcbench `none` vs a plain PyTorch split step with no wire (framework overhead);
 - 1 vs 2 torch threads for `none`.
 Plus the wall time of `adcbench --help`, `adcbench methods` and an unknown-method error
-(median of 3 subprocess runs). The authors' ADC code is not run here: "off" is adcbench's own
-unoptimised path.
+(median of 3 subprocess runs). "off" is adcbench's own unoptimised path; benchmarks/authors_step.py
+times adcbench against the authors' own ADC code.
 """
 
 from __future__ import annotations
@@ -46,36 +46,46 @@ ROW_SKIP = ["adc:xi=0.01", "adc:xi=0.1", "adc:xi=0.3", "tokenprune:ratio=0.25", 
 COMPILE = ["none", "adc:xi=0.1"]
 
 
-def make_step(spec: str, batch: int, row_skip: bool = True, compiled: bool = False):
-    """A closure running one real training step (bytes both ways) on a fixed batch."""
+def deit():
+    """The benchmark's model: DeiT-Tiny, random init from seed 0 (the same weights every call)."""
     torch.manual_seed(0)
-    vit = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=CLASSES)
+    return timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=CLASSES)
+
+
+def fixed_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fixed batch of Gaussian 224 px images and balanced labels."""
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(batch, 3, 224, 224, generator=g), torch.arange(batch) % CLASSES
+
+
+def make_parties(spec: str, batch: int, row_skip: bool = True, compiled: bool = False) -> SimpleNamespace:
+    """adcbench's Client and Server roles for `spec` on `deit()`, split after block SPLIT."""
     pipeline = Pipeline.from_spec(spec)
-    cnet, snet = split_vit(vit, SPLIT, capture_attention=pipeline.needs_attention)
+    cnet, snet = split_vit(deit(), SPLIT, capture_attention=pipeline.needs_attention)
     if compiled:
         compile_blocks(cnet, snet)
     n, d = cut_shape(cnet, 224, 3)
     cut = Cut(n, d, CLASSES, batch, cnet.num_prefix_tokens)
     pipeline.setup(cut)
     cpu = torch.device("cpu")
-    p = SimpleNamespace(
+    return SimpleNamespace(
         client=Client(cnet, pipeline, cut, LR, 0, cpu, row_skip=row_skip),
         server=Server(snet, pipeline, cut, LR, 0, cpu),
     )
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(batch, 3, 224, 224, generator=g), torch.arange(batch) % CLASSES
-    transport = Loopback()
+
+
+def make_step(spec: str, batch: int, row_skip: bool = True, compiled: bool = False):
+    """A closure running one real training step (bytes both ways) on a fixed batch."""
+    p = make_parties(spec, batch, row_skip, compiled)
+    (x, y), transport = fixed_batch(batch), Loopback()
     return lambda: train_step(p, transport, x, y, 0)
 
 
 def make_plain(batch: int):
     """The same split model and optimizers, no method, no bytes: the framework-free step."""
-    torch.manual_seed(0)
-    vit = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=CLASSES)
-    cnet, snet = split_vit(vit, SPLIT)
+    cnet, snet = split_vit(deit(), SPLIT)
     copt, sopt = torch.optim.Adam(cnet.parameters(), lr=LR), torch.optim.Adam(snet.parameters(), lr=LR)
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(batch, 3, 224, 224, generator=g), torch.arange(batch) % CLASSES
+    x, y = fixed_batch(batch)
 
     def step() -> float:
         h, _ = cnet(x)
@@ -113,6 +123,12 @@ def interleave(a, b, steps: int, threads=(1, 1)) -> tuple[float, float, float, f
 def _row(label: str, res: tuple[float, ...]) -> str:
     ta, tb, r, lo, hi = res
     return f"| {label} | {ta:.3f} | {tb:.3f} | **{r:.3f}×** | {lo:.3f}–{hi:.3f} |"
+
+
+def write_table(out: Path, lines: list[str]) -> None:
+    """Replace what follows the `<!-- table -->` marker in `out`, keeping the text above it."""
+    head = out.read_text().split("<!-- table -->")[0] if out.exists() else ""
+    out.write_text(head + "<!-- table -->\n" + "\n".join(lines) + "\n")
 
 
 def startup_times() -> list[str]:
@@ -177,8 +193,7 @@ def main() -> None:
     lines += ["", "| start-up (subprocess, median of 3) | s | range |", "|---|---|---|", *startup_times()]
     print("\n".join(lines[-5:]))
     if args.out:
-        head = args.out.read_text().split("<!-- table -->")[0] if args.out.exists() else ""
-        args.out.write_text(head + "<!-- table -->\n" + "\n".join(lines) + "\n")
+        write_table(args.out, lines)
 
 
 if __name__ == "__main__":
