@@ -30,7 +30,7 @@ def run_info(records: list[dict[str, Any]]) -> list[str]:
         "",
         f"- {len(records)} runs: {len(configs)} configurations × seeds {_ranges(seeds)}; "
         f"{wall / 3600:.2f} hours of run time in all (the sum of the records' `wall_s`).",
-        f"- Hardware: {_counted(_hardware(r) for r in records)}.",
+        f"- Hardware: {_counted(_hardware(r) for r in records)}{_load(records)}.",
         f"- Data: {_counted(str((r.get('data_info') or {}).get('source', '?')) for r in records)}.",
         f"- Initialisation: {_counted(_init(r) for r in records)}.",
         f"- Training: {_counted(_settings(r) for r in records)}.",
@@ -38,6 +38,15 @@ def run_info(records: list[dict[str, Any]]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _load(records: list[dict[str, Any]]) -> str:
+    """The 1-minute load average the runs started at: run times are only comparable at equal load."""
+    loads = sorted(float(x) for r in records if (x := (r.get("runtime") or {}).get("load_1min")) is not None)
+    if not loads:
+        return ""
+    median = loads[len(loads) // 2] if len(loads) % 2 else (loads[len(loads) // 2 - 1] + loads[len(loads) // 2]) / 2
+    return f"; load average at the start of a run: median {median:.1f} (range {loads[0]:.1f}-{loads[-1]:.1f})"
 
 
 def _ranges(values: list[int]) -> str:
