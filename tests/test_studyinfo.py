@@ -91,9 +91,11 @@ def test_run_facts(tmp_path: Path) -> None:
     assert "- Hardware: Toy CPU, 2 cores, device cpu." in md
     loaded = toy_records()
     for i, r in enumerate(loaded):
-        r["runtime"] = {"load_1min": float(i % 4)}  # 0, 1, 2, 3, 0, ...: 18 runs, median 1.5
+        r["runtime"] = {
+            "load_1min": float(i % 4)
+        }  # 0, 1, 2, 3, 0, ...: 18 runs (five 0s, five 1s, four 2s, four 3s), median 1
     (tmp_path / "loaded").mkdir()
     md = build(tmp_path / "loaded", loaded)
-    assert "device cpu; load average at the start of a run: median 1.5 (range 0.0-3.0)." in md
+    assert "device cpu; load average at the start of a run: median 1.0 (range 0.0-3.0)." in md
     assert "- Initialisation: `warmstart:other` (15 runs); `scratch` (3 runs)." in md
     assert "- Data: toy images." in md
