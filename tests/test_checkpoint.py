@@ -26,7 +26,7 @@ CFG = dict(method="adc:xi=0.25", max_steps=9, batch_size=16, eval_every=4, threa
 def _comparable(rec: dict) -> dict:
     """The record minus what no two runs share: wall-clock times, provenance, the file name."""
     rec = json.loads(json.dumps(rec))
-    for key in ("provenance", "runtime", "wall_s", "record_file", "_file"):
+    for key in ("provenance", "runtime", "wall_s", "cpu_s", "record_file", "_file"):
         rec.pop(key, None)
     for h in rec["history"]:
         h.pop("wall_s")

@@ -177,6 +177,19 @@ def test_deployed_history_evaluates_only_the_deployment_policy_and_the_final_bot
     assert sorted(k for k in rec["history"][0] if k.startswith("acc")) == ["acc_compressed"]
 
 
+def test_cpu_seconds_count_computation_not_waiting(monkeypatch) -> None:
+    """`cpu_s` is the process's CPU time: a run whose steps wait (as on a busy machine) shows
+    the wait in `wall_s` only."""
+    import time
+
+    import adcbench.train.loop as loop
+
+    step = loop.train_step
+    monkeypatch.setattr(loop, "train_step", lambda *a: (time.sleep(0.3), step(*a))[1])
+    rec = run(cfg(max_steps=4, eval_every=4, eval_policy="raw"))
+    assert 0 < rec["cpu_s"] < rec["wall_s"] - 1.0  # four 0.3 s waits are wall time, not CPU time
+
+
 def test_final_eval_samples_is_a_fixed_superset_of_the_history_subset() -> None:
     t = Recording()
     rec = run(cfg(max_steps=2, eval_every=1, eval_policy="raw", eval_samples=40, final_eval_samples=100), t)

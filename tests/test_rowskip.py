@@ -104,7 +104,7 @@ def test_dropout_in_the_last_block_runs_it_whole():
 
 def _strip(record: dict) -> dict:
     """The record's numbers: everything but timings, provenance and the runtime choices."""
-    drop = {"wall_s", "provenance", "runtime", "record_file"}
+    drop = {"wall_s", "cpu_s", "provenance", "runtime", "record_file"}
     rec = {k: v for k, v in record.items() if k not in drop}
     rec["history"] = [{k: v for k, v in h.items() if k not in ("wall_s", "traffic")} for h in record["history"]]
     return rec

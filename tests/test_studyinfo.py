@@ -90,12 +90,15 @@ def test_run_facts(tmp_path: Path) -> None:
     assert "- 18 runs: 6 configurations × seeds 0-2; 3.00 hours of run time in all" in md
     assert "- Hardware: Toy CPU, 2 cores, device cpu." in md
     loaded = toy_records()
+    # Loads 0, 1, 2, 3, 0, ... over 18 runs (five 0s, five 1s, four 2s, four 3s): median 1.
+    # Every other run records its CPU time: 9 runs x 400 s = 1.00 CPU-hour.
     for i, r in enumerate(loaded):
-        r["runtime"] = {
-            "load_1min": float(i % 4)
-        }  # 0, 1, 2, 3, 0, ...: 18 runs (five 0s, five 1s, four 2s, four 3s), median 1
+        r["runtime"] = {"load_1min": float(i % 4)}
+        if i % 2:
+            r["cpu_s"] = 400.0
     (tmp_path / "loaded").mkdir()
     md = build(tmp_path / "loaded", loaded)
     assert "device cpu; load average at the start of a run: median 1.0 (range 0.0-3.0)." in md
+    assert "`wall_s`); 1.00 CPU-hours (the sum of `cpu_s` of the 9 runs that record it)." in md
     assert "- Initialisation: `warmstart:other` (15 runs); `scratch` (3 runs)." in md
     assert "- Data: toy images." in md

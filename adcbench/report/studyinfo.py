@@ -25,11 +25,15 @@ def run_info(records: list[dict[str, Any]]) -> list[str]:
     seeds = sorted({int(r["seed"]) for r in records})
     configs = {r.get("config_hash") for r in records}
     wall = sum(float(r.get("wall_s") or 0) for r in records)
+    timed = [float(r["cpu_s"]) for r in records if r.get("cpu_s") is not None]
+    cpu = f"; {sum(timed) / 3600:.2f} CPU-hours (the sum of `cpu_s`" + (
+        ")" if len(timed) == len(records) else f" of the {len(timed)} runs that record it)"
+    )
     lines = [
         "### Runs",
         "",
         f"- {len(records)} runs: {len(configs)} configurations × seeds {_ranges(seeds)}; "
-        f"{wall / 3600:.2f} hours of run time in all (the sum of the records' `wall_s`).",
+        f"{wall / 3600:.2f} hours of run time in all (the sum of the records' `wall_s`){cpu if timed else ''}.",
         f"- Hardware: {_counted(_hardware(r) for r in records)}{_load(records)}.",
         f"- Data: {_counted(str((r.get('data_info') or {}).get('source', '?')) for r in records)}.",
         f"- Initialisation: {_counted(_init(r) for r in records)}.",

@@ -191,6 +191,7 @@ class RunCheckpoint:
         history.eval_per_sample = dict(h["eval_per_sample"])
         history.record["history"][:] = h["entries"]
         history.t0 -= h["elapsed"]
+        history.cpu0 -= h.get("cpu_elapsed", 0.0)  # checkpoints written before cpu_s existed: from here
         stream.restore(state["stream"])
         set_rng_state(state["rng"], p.client.generator, p.server.generator)
         return int(state["step"])
@@ -214,6 +215,7 @@ class RunCheckpoint:
                 "eval_per_sample": history.eval_per_sample,
                 "entries": history.record["history"],
                 "elapsed": time.perf_counter() - history.t0,
+                "cpu_elapsed": time.process_time() - history.cpu0,
             },
             "stream": stream.state(),
         }

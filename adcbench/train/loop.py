@@ -132,6 +132,7 @@ class _History:
         self.eval_per_sample: dict[str, float] = {}
         self.policies = ["raw", "compressed"] if p.settings["eval_policy"] == "both" else [p.settings["eval_policy"]]
         self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()  # CPU seconds of this process (all its threads): load-independent
         self.progress = progress
 
     def add(self, loss: float, stats: dict[str, float]) -> None:
@@ -273,6 +274,7 @@ def finish_record(
                 "eval_per_sample_compressed": history.eval_per_sample.get("compressed"),
             },
             "wall_s": round(time.perf_counter() - history.t0, 3),
+            "cpu_s": round(time.process_time() - history.cpu0, 3),
         }
     )
     if cfg.out:
