@@ -50,3 +50,18 @@ def test_record_file_keeps_the_umask_mode(tmp_path):
         assert path.stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
+
+
+def test_provenance_names_the_code_the_process_loaded_not_a_later_commit(monkeypatch):
+    """A sweep's workers run the code they imported; commits landing meanwhile must not relabel
+    their records."""
+    from adcbench.core import records
+
+    heads = iter(["aaaa", "", "bbbb", " M adcbench/x.py"])  # rev-parse, status; then a later commit
+    monkeypatch.setattr(records, "_git", lambda root, *args: next(heads))
+    records.code_state.cache_clear()
+    try:
+        first, later = records.provenance("cpu"), records.provenance("cpu")
+    finally:
+        records.code_state.cache_clear()
+    assert (first["git_commit"], first["git_dirty"]) == (later["git_commit"], later["git_dirty"]) == ("aaaa", False)

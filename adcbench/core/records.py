@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -42,12 +43,11 @@ def provenance(device: str) -> dict[str, Any]:
     import timm
     import torch
 
-    root = Path(__file__).resolve().parents[2]  # the checkout: adcbench/core/records.py
-    commit, dirty = _git(root, "rev-parse", "HEAD"), _git(root, "status", "--porcelain", "--untracked-files=no")
+    commit, dirty = code_state()
     return {
         "adcbench": adcbench_version(),
         "git_commit": commit,
-        "git_dirty": bool(dirty) if commit else None,
+        "git_dirty": dirty if commit else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": timm.__version__,
@@ -60,6 +60,15 @@ def provenance(device: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+@functools.cache
+def code_state() -> tuple[str | None, bool]:
+    """The checkout's commit and whether it had local changes, read once per process (at its first
+    record, just after the code was imported): a long sweep's workers keep running the code they
+    loaded while commits land, and their records must name that code, not the newest commit."""
+    root = Path(__file__).resolve().parents[2]  # the checkout: adcbench/core/records.py
+    return _git(root, "rev-parse", "HEAD"), bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
 
 
 def cpu_name() -> str:
