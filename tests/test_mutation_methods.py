@@ -1,6 +1,7 @@
 """Method-plugin behaviour the contract tests do not pin (found by mutation testing,
 docs/benchmarks/mutation.md): the documented operating points and lossless levels, FedLite's
-K-means init and subdim check, randtopk's sampling mass, and tokenprune with two prefix tokens."""
+K-means init and subdim check, randtopk's sampling mass, tokenprune with two prefix tokens, ADC's
+K-means stopping rule and the smallest bottleneck code."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from adcbench.core.method import METHODS, Context, Cut
 from adcbench.core.pipeline import Pipeline
 from adcbench.errors import ParamError
 from adcbench.wire import CONTAINER_HEADER
+from methods.adc import kmeans
 from methods.fedlite import batched_kmeans
 
 DOCS = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
@@ -49,6 +51,48 @@ def test_lossless_default_level_is_the_documented_one(name: str, library: str) -
     else:
         body = zstandard.ZstdCompressor(level=level, write_content_size=False).compress(inner)
     assert fwd[CONTAINER_HEADER:] == body, f"{name}'s default bytes are the library's at level {level}"
+
+
+@pytest.mark.parametrize("spec,low,top", [("zstd:level", 1, 22), ("zlib:level", 0, 9)])
+def test_lossless_levels_span_the_librarys_range(spec: str, low: int, top: int) -> None:
+    # zstd's positive levels 1-22, zlib's 0 (stored) to 9
+    assert top == (zstandard.MAX_COMPRESSION_LEVEL if spec.startswith("zstd") else zlib.Z_BEST_COMPRESSION)
+    for ok in (low, top):
+        Pipeline.from_spec(f"quant+{spec}={ok}")
+    for bad in (low - 1, top + 1):
+        with pytest.raises(ParamError):
+            Pipeline.from_spec(f"quant+{spec}={bad}")
+
+
+def test_bottleneck_code_is_at_least_one_value_wide() -> None:
+    for ratio, width in ((0.001, 1), (0.04, 1), (0.05, 2), (0.5, 16)):  # d' = max(1, round(ratio * 32))
+        assert Pipeline.from_spec(f"bottleneck:ratio={ratio}").stages[0].code_dim(32) == width, ratio
+
+
+def _lloyd_step(points: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The init (same draw as adc.kmeans) and one Lloyd update of it."""
+    c0 = points[torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(seed))[:k]]
+    assign = torch.cdist(points, c0).argmin(1)
+    new = torch.stack([points[assign == j].mean(0) if (assign == j).any() else c0[j] for j in range(k)])
+    return c0, new
+
+
+def test_adc_kmeans_stops_on_the_sum_of_centroid_shift_norms() -> None:
+    """kmeans_pytorch's rule (the paper's library): stop once (sum_j ||c_j' - c_j||)^2 < tol."""
+    checked = 0
+    for seed in range(40):
+        points = torch.randn(12, 3, generator=torch.Generator().manual_seed(seed))
+        one = kmeans(points, 3, 1, 0.0, torch.Generator().manual_seed(seed))[0]
+        two = kmeans(points, 3, 2, 0.0, torch.Generator().manual_seed(seed))[0]
+        c0, new = _lloyd_step(points, 3, seed)
+        rule, other = (new - c0).norm(dim=1).sum() ** 2, (new - c0).norm(dim=0).sum() ** 2
+        if torch.equal(one, two) or abs(float(rule - other)) < 1e-3:
+            continue  # the second iteration changes nothing, or the two sums cannot be told apart
+        tol = float(rule + other) / 2  # the rule stops after one iteration iff rule < tol
+        got = kmeans(points, 3, 2, tol, torch.Generator().manual_seed(seed))[0]
+        assert torch.equal(got, one if rule < tol else two), seed
+        checked += 1
+    assert checked >= 3
 
 
 def test_fedlite_kmeans_init_is_k_distinct_points_of_each_set() -> None:
