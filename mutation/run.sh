@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MAX=${1:-5}
 MODE=${2:-}
-GROUPS_=(loop core wire methods)
+GROUPS_=(methods core wire loop)
 export OMP_NUM_THREADS=1
 python mutation/forkserver.py serve &
 SERVER=$!

@@ -1,6 +1,7 @@
 """The loop's step / evaluate / budget logic on fakes (no model, no data): the budget's boundaries
 in both accountings, the progress total, the order of a step's messages, the accuracy and bytes of
-an evaluation, and the running means a history entry reports. Fast enough to judge every loop
+an evaluation, the running means a history entry reports, which passes a final or a thinned
+(`history_policy=deployed`) evaluation runs, and the wall time's resolution. Fast enough to judge every loop
 mutant (mutation/loop.toml)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from adcbench.core.method import prediction_message
+from adcbench.train import loop
 from adcbench.train.loop import StopRule, _History, evaluate, train_step
 from adcbench.transport import Loopback, Meter
 
@@ -184,5 +186,33 @@ def test_final_evaluation_replaces_a_subset_one_at_the_same_step() -> None:
     assert [e["step"] for e in h.record["history"]] == [4]
     e = h.record["history"][0]
     assert e["eval_samples"] == 9 and e["train_loss"] == 2.0 and e["stats"] == {"k": 1.0}
+    assert ex.calls == ["raw/history", "raw/final"], "the final set is another one: evaluated again"
     h.evaluate(5, "final")  # another step: appended
     assert [e["step"] for e in h.record["history"]] == [4, 5]
+
+
+def test_final_evaluation_on_the_history_set_keeps_its_passes() -> None:
+    h, ex = _history("raw")
+    h.p.eval_loaders["final"] = h.p.eval_loaders["history"]
+    h.evaluate(4)
+    h.evaluate(4, "final")
+    assert ex.calls == ["raw/history"] and h.record["history"][0]["acc"] == 0.5
+
+
+def test_deployed_history_policy_thins_history_entries_only() -> None:
+    h, ex = _history("both")
+    h.p.settings["history_policy"] = "deployed"
+    h.p.pipeline.deployment_policy = "raw"
+    h.evaluate(2)
+    h.evaluate(3, "final")
+    assert ex.calls == ["raw/history", "raw/final", "quant:bits=4/final"]
+    assert "acc_compressed" not in h.record["history"][0] and "acc_compressed" in h.record["history"][1]
+
+
+def test_wall_time_is_recorded_to_the_millisecond(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([100.0, 101.23456, 101.23456])
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
+    h, _ = _history("raw")
+    h.evaluate(1)
+    e = h.record["history"][0]
+    assert e["wall_s"] == 1.235 and e["traffic"]["wall_s"] == 1.235
