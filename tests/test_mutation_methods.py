@@ -17,9 +17,9 @@ from _harness import make, one_thread  # noqa: F401 (module-wide fixture)
 from adcbench.core.method import METHODS, Context, Cut
 from adcbench.core.pipeline import Pipeline
 from adcbench.errors import ParamError
+from adcbench.methods.adc import kmeans
+from adcbench.methods.fedlite import batched_kmeans
 from adcbench.wire import CONTAINER_HEADER
-from methods.adc import kmeans
-from methods.fedlite import batched_kmeans
 
 DOCS = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
 

@@ -63,17 +63,34 @@ def default_threads(cores: float | None = None, concurrent: int | None = None) -
     return max(1, math.floor(cores / concurrent))
 
 
+def _omp_threads() -> int | None:
+    """`OMP_NUM_THREADS` when it is a positive integer (torch reads it too, but a run sets its
+    threads itself and would otherwise override it); None when unset or not a count."""
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return value if value >= 1 else None
+
+
 def set_threads(requested: int | None) -> dict[str, Any]:
-    """Apply `--threads` or the default; say what was chosen and why (the record's `runtime`)."""
+    """Apply `--threads`, else `OMP_NUM_THREADS`, else the default; say what was chosen and why
+    (the record's `runtime`)."""
     if requested is not None and requested < 1:
         raise ParamError(f"threads={requested} is out of range; valid: integer >= 1")
     cores = available_cores()
-    threads = requested if requested is not None else default_threads(cores)
+    omp = _omp_threads()
+    if requested is not None:
+        threads, source = requested, "--threads"
+    elif omp is not None:  # the user's (or test harness's) explicit choice for this process tree
+        threads, source = omp, "OMP_NUM_THREADS"
+    else:
+        threads, source = default_threads(cores), "available cores / concurrent runs"
     torch.set_num_threads(threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "threads": threads,
-        "threads_from": "--threads" if requested is not None else "available cores / concurrent runs",
+        "threads_from": source,
         "cores_available": cores,
         "concurrent_runs": concurrent_runs(),
         "load_1min": None if load is None else round(load, 2),
