@@ -74,6 +74,23 @@ def test_deployment_policy_per_method_and_composition() -> None:
     assert deployment_policy("bottleneck+quant:bits=8") == "compressed"
 
 
+def test_deployment_policy_of_a_method_this_machine_cannot_build(monkeypatch) -> None:
+    """A leaderboard made where an optional extra is missing (CompressAI) still reads the method's
+    registered policy: entropy-bottleneck rows were shown under the raw policy."""
+    from adcbench.core.pipeline import Pipeline
+
+    def unbuildable(spec, wire_dtype=None):
+        raise RuntimeError("needs an extra")
+
+    monkeypatch.setattr(Pipeline, "from_spec", unbuildable)
+    deployment_policy.cache_clear()
+    try:
+        assert deployment_policy("bottleneck:ratio=0.1") == "compressed"
+        assert deployment_policy("quant:bits=4") == "raw" and deployment_policy("gone:x=1") == "raw"
+    finally:
+        deployment_policy.cache_clear()
+
+
 def test_budget_reads_history_and_never_extrapolates() -> None:
     h = pd.DataFrame({"step": [10, 20, 30], "bytes": [100, 200, 300], "acc": [0.1, 0.5, 0.7]})
     assert acc_at_budget(h, 250) == 0.5  # the last evaluation within the budget
