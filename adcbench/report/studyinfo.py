@@ -4,6 +4,7 @@ its numbers compare with the paper's claims: both computed from the records, nev
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from typing import Any
 
@@ -46,11 +47,10 @@ def run_info(records: list[dict[str, Any]]) -> list[str]:
 
 def _load(records: list[dict[str, Any]]) -> str:
     """The 1-minute load average the runs started at: run times are only comparable at equal load."""
-    loads = sorted(float(x) for r in records if (x := (r.get("runtime") or {}).get("load_1min")) is not None)
+    loads = [float(x) for r in records if (x := (r.get("runtime") or {}).get("load_1min")) is not None]
     if not loads:
         return ""
-    median = loads[len(loads) // 2] if len(loads) % 2 else (loads[len(loads) // 2 - 1] + loads[len(loads) // 2]) / 2
-    return f"; load average at the start of a run: median {median:.1f} (range {loads[0]:.1f}-{loads[-1]:.1f})"
+    return f"; load average at the start of a run: median {statistics.median(loads):.1f} (range {min(loads):.1f}-{max(loads):.1f})"
 
 
 def _ranges(values: list[int]) -> str:

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from adcbench.core.records import config_hash
+from adcbench.train.config import POLICY_KEY
 from adcbench.train.identity import identity_of_record
 
 # Fractions of `none`'s final accuracy whose byte cost the leaderboard reports.
 TARGET_FRACTIONS = (0.90, 0.95, 0.99)
-POLICY_COLUMN = {"raw": "acc", "compressed": "acc_compressed"}
+POLICY_COLUMN = POLICY_KEY
 
 
 @functools.cache  # one pipeline build per spec, not per record and row

@@ -14,6 +14,8 @@ from adcbench.data.task import Task
 from adcbench.errors import AdcbenchError, ParamError
 
 EVAL_POLICIES = ("raw", "compressed", "both")
+# The key each policy's accuracy is recorded under (history entries and `final`).
+POLICY_KEY = {"raw": "acc", "compressed": "acc_compressed"}
 EVAL_SCHEDULES = ("fixed", "log")
 # "deployed": history evaluations only under the method's deployment policy (what the equal-bytes
 # table and curves read); the final evaluation still runs every policy of `eval_policy`.

@@ -31,7 +31,7 @@ def eval_loaders(data: Dataset, settings: dict[str, Any], num_workers: int = 0, 
 
     n, n_final = settings.get("eval_samples"), settings.get("final_eval_samples")
     history = loader(n)
-    if settings.get("final_eval") == "subset" or (n is None or n >= size) and n_final is None:
+    if settings.get("final_eval") == "subset" or ((n is None or n >= size) and n_final is None):
         return {"history": history, "final": history}
     return {"history": history, "final": loader(n_final)}
 

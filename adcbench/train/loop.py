@@ -20,6 +20,7 @@ from adcbench.core.records import append_record
 from adcbench.train.checkpoint import BatchStream, RunCheckpoint
 from adcbench.train.config import (
     EVAL_POLICIES,
+    POLICY_KEY,
     RunConfig,
     resolve,
 )
@@ -169,7 +170,7 @@ class _History:
         if which == "history" and p.settings.get("history_policy") == "deployed":
             policies = [q for q in policies if q == p.pipeline.deployment_policy] or policies
         for policy in policies:
-            key = "acc" if policy == "raw" else "acc_compressed"
+            key = POLICY_KEY[policy]
             if key in entry:
                 continue
             if policy == "compressed" and p.pipeline.spec == p.raw_pipeline.spec and "acc" in entry:
@@ -188,10 +189,10 @@ class _History:
 
     def has_every_policy(self, entry: dict[str, Any]) -> bool:
         """Whether a history entry was evaluated under every policy the final evaluation asks for."""
-        return all(("acc" if q == "raw" else "acc_compressed") in entry for q in self.policies)
+        return all(POLICY_KEY[q] in entry for q in self.policies)
 
     def last_acc(self) -> str:
-        key = "acc" if self.p.pipeline.deployment_policy == "raw" else "acc_compressed"
+        key = POLICY_KEY[self.p.pipeline.deployment_policy]
         return next((f"{h[key]:.3f}" for h in reversed(self.record["history"]) if key in h), "-")
 
 
