@@ -22,9 +22,12 @@ COLOURS = {"ant": (255, 0, 0), "bee": (0, 255, 0), "cat": (0, 0, 255)}
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path_factory, monkeypatch):
-    """Every test: a fresh cache, the hub offline, and any network connection an error."""
-    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+def isolated(request, tmp_path_factory, monkeypatch):
+    """Every test: a fresh cache (the real archives' tests: one per session, conftest.py), the hub
+    offline, and any network connection an error."""
+    shared = request.node.get_closest_marker("shared_data")
+    cache = request.getfixturevalue("real_data_cache") if shared else str(tmp_path_factory.mktemp("cache"))
+    monkeypatch.setenv("ADCBENCH_CACHE", cache)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("ADCBENCH_DECODE_WORKERS", "1")
 

@@ -23,6 +23,20 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session")
+def real_data_cache(tmp_path_factory) -> str:
+    """One cache for the tests of the real archives (../shared/data): decoding CIFAR-10's 60,000
+    JPEGs costs about 15 s, once per test process instead of once per test. The archives are
+    read-only and the decoded cache is keyed by their identity, so sharing it hides nothing."""
+    return str(tmp_path_factory.mktemp("real-data-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _real_data_cache(request, monkeypatch):
+    if request.node.get_closest_marker("shared_data"):
+        monkeypatch.setenv("ADCBENCH_CACHE", request.getfixturevalue("real_data_cache"))
+
+
 def tiny_vit(depth: int = 4, dim: int = 32, heads: int = 2, classes: int = 10, **kw) -> VisionTransformer:
     torch.manual_seed(0)
     return VisionTransformer(
@@ -46,11 +60,13 @@ def _unavailable() -> dict[str, str]:
 def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 (pytest hook)
     """A registry-wide test of a method that cannot be built here (an optional extra is not
     installed) is skipped with the install command, not failed: any string parameter naming it
-    as a stage (`entropy-code`, `bottleneck+entropy-code:lambda=0.1`) marks the test."""
+    as a stage (`entropy-code`, `bottleneck+entropy-code:lambda=0.1`) marks the test.
+
+    The end-to-end trainings (`slow`) run first: with `pytest -n 2` a minute-long test handed out
+    last keeps one worker busy while the other has nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
     unavailable = _unavailable()
-    if not unavailable:
-        return
-    for item in items:
+    for item in items if unavailable else []:
         params = getattr(getattr(item, "callspec", None), "params", {})
         for value in params.values():
             if not isinstance(value, str):

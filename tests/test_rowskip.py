@@ -140,6 +140,7 @@ def test_digits_records_are_the_same(spec):
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpg"
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.skipif(not (CIFAR / "cifar10-jpg-train.tar.gz").is_file(), reason="no ../shared/data/cifar10-jpg")
 def test_cifar10_steps_are_the_same():

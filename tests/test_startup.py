@@ -23,7 +23,13 @@ from adcbench.cli import main
 runner = CliRunner()
 assert runner.invoke(main, ["methods"]).exit_code == 0
 assert "tokenprune" in runner.invoke(main, ["methods"]).output
-for args in (["run", "--method", "adcc"], ["run", "--method", "adc:xi=3"], ["sweep", "--method", "adc:xi={0.1,7}"]):
+for args in (
+    ["run", "--method", "adcc"],
+    ["run", "--method", "adc:xi=3"],
+    ["sweep", "--method", "adc:xi={0.1,7}"],
+    ["run", "--split", "6"],
+    ["run", "--task", "cifar10", "--data", "/no/such/place"],
+):
     r = runner.invoke(main, args)
     assert r.exit_code == 2, (args, r.output)
 print("torch" in sys.modules)
@@ -68,6 +74,26 @@ def test_catalog_checks_like_the_registry(tmp_path, monkeypatch):
         assert str(fast.value) == str(live.value)
     cat.check("method", "adc:xi=0.1+quant:bits=8+zstd")
     cat.check("task", "imagenette:preset=cpu112")
+
+
+def test_catalog_split_check_matches_the_models(tmp_path, monkeypatch):
+    """A --split the backbone cannot take fails from the catalog with the model's own message;
+    where a task parameter or --arch could change the model, the check is left to the model."""
+    from adcbench.data.task import get_task
+    from adcbench.errors import AdcbenchError
+    from adcbench.model.backbones import probe_cut
+
+    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(cat, "_memo", None)
+    with pytest.raises(AdcbenchError) as fast:
+        cat.check_split("digits", 6, None)
+    with pytest.raises(AdcbenchError) as model:
+        probe_cut(get_task("digits")(), None, 6)
+    assert str(fast.value) == str(model.value)
+    for split in (1, 5):
+        cat.check_split("digits", split, None)
+    cat.check_split("digits", 6, "vit_small_patch16_224")  # another backbone: the model decides
+    cat.check_split("cifar10:preset=cpu32", 60, None)  # task parameters may change the model
 
 
 @pytest.mark.parametrize("cores,concurrent,expected", [(2, 1, 2), (2, 3, 1), (16, 4, 4), (1.5, 1, 1), (0.5, 1, 1)])

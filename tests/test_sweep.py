@@ -327,6 +327,7 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker processes from /proc (Linux)")
 def test_killing_the_sweep_ends_its_workers_mid_run(tmp_path):
     """A killed `sweep --jobs 2` must not leave workers training and appending records."""

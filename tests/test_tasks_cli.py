@@ -123,6 +123,10 @@ def test_cli_run_on_the_real_archives(tmp_path, task, sub):
         "1",
         "--val-fraction",
         "0.02",
+        "--eval-samples",  # the archives' whole splits are the real-task tests' business, not the CLI's
+        "64",
+        "--final-eval-samples",
+        "128",
         "--quiet",
         "--out",
         str(tmp_path),
@@ -131,3 +135,4 @@ def test_cli_run_on_the_real_archives(tmp_path, task, sub):
     assert f"{task} none" in res.output
     record = json.loads((tmp_path / f"{task}.jsonl").read_text())
     assert record["eval_split"] == "val" and record["status"] == "completed"
+    assert record["history"][-1]["eval_samples"] == 128

@@ -82,6 +82,7 @@ def _serve_on(port: int):
         return serve(t)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_server_refuses_hostile_client_and_survives_its_death():
     ports = [free_port() for _ in range(3)]
@@ -109,6 +110,7 @@ def _client_on(port: int, out: Path, timeout: float = 20.0):
         return run_client(cfg, t)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_client_refuses_hostile_server_and_survives_its_death(tmp_path):
     ports = [free_port() for _ in range(4)]

@@ -75,6 +75,10 @@ def _describe(cls: Any, kind: str) -> dict[str, Any]:
         entry["install"] = getattr(cls, "install", "")
     else:
         entry.update({f: getattr(cls, f, None) for f in _TASK_FIELDS})
+        # Blocks of the backbone, where the class alone fixes it (an explicit ViT and no task
+        # parameters that could change the model): lets a bad --split fail before torch loads.
+        kwargs = getattr(cls, "arch_kwargs", {}) or {}
+        entry["depth"] = kwargs.get("depth") if cls.arch == "vit" and not cls.params else None
     return entry
 
 
@@ -155,6 +159,16 @@ def _check_params(kind: str, name: str, entry: dict[str, Any], given: dict[str, 
     if kind == "method":
         given, _ = split_generic_xi(name, given, ps, entry.get("rate_param"), bool(entry.get("lossless")))
     resolve_params(ps, given, f"{kind} {name}")
+
+
+def check_split(task_spec: str, split: int | None, arch: str | None) -> None:
+    """`--split` against the backbone's depth where the catalog knows it (model/split.py checks
+    every other case, on a weightless skeleton, with the same message)."""
+    (name, given), *_ = parse_spec(task_spec)
+    entry = entries("task", [name])[name] if name in names("task") else {}
+    depth = entry.get("depth") if not given and arch is None else None
+    if split is not None and depth is not None and not 1 <= split < depth:
+        raise ParamError(f"split={split} is out of range; valid: 1..{depth - 1} for a {depth}-block ViT")
 
 
 def check(kind: str, spec: str) -> None:

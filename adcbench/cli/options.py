@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
-from adcbench.errors import AdcbenchError
+from adcbench.errors import AdcbenchError, DatasetNotFoundError
 
 # Ad-hoc runs never touch the committed study in results/ (git-ignored; see .gitignore).
 DEFAULT_OUT = "runs"
@@ -222,10 +223,14 @@ def parse_hostport(text: str) -> tuple[str, int]:
 def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
     """Names, parameters and the byte budget, from the cached catalog: a typo costs no torch
     import. Returns the budget in bytes."""
-    from adcbench.cli.catalog import check
+    from adcbench.cli.catalog import check, check_split
 
     check("method", method)
     check("task", kw["task_spec"])
+    check_split(kw["task_spec"], kw.get("split"), kw.get("arch"))
+    if kw.get("data") and not (path := Path(kw["data"]).expanduser()).exists():
+        task = kw["task_spec"].split(":")[0]  # as data/sources.resolve_local says it, without the data stack
+        raise DatasetNotFoundError(f"{task}: data path {path} does not exist")
     return parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None
 
 
