@@ -351,8 +351,10 @@ def test_killing_the_sweep_ends_its_workers_mid_run(tmp_path):
             assert parent.poll() is None, parent.stderr.read().decode()  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the runs never reached their first checkpoint"
             time.sleep(0.5)
-        workers = {p for p in _children(parent.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
-        assert len(workers) == 2
+        # the workers are the children of the sweep's fork server (launch.Local)
+        servers = {p for p in _children(parent.pid) if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()}
+        workers = set().union(*(_children(s) for s in servers))
+        assert len(servers) == 1 and len(workers) == 2
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()

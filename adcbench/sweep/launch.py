@@ -56,13 +56,26 @@ def cores() -> int:
 PARENT_POLL_S = 0.5
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's: cannot be our sweep, but it is not gone either
+        return True
+    return True
+
+
 def _end_with_parent(parent: int) -> None:
     """Worker initializer: a watchdog thread ends this worker as soon as the sweep process that
     started it is gone (killed, or crashed): orphaned workers would go on training and appending
-    records nobody waits for. The run's checkpoint, if any, lets the next sweep resume it."""
+    records nobody waits for. The run's checkpoint, if any, lets the next sweep resume it.
+    Workers are the fork server's children: when the sweep dies the server exits and the worker
+    is re-parented, which the watch sees at once; the sweep's own pid is checked as well."""
+    server = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == server and _alive(parent):
             time.sleep(PARENT_POLL_S)
         os._exit(143)  # as a SIGTERM would: no record for a run its sweep no longer waits on
 
@@ -80,7 +93,11 @@ class Local:
                     return
             return
         threads = max(1, cores() // self.jobs)
-        ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+        # torch and fork do not mix, but a fork server does: a fresh process that has only imported
+        # the training stack (torch, timm, the data layer; no threads, no CUDA) forks each worker,
+        # so N workers cost one import (seconds) instead of N.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["adcbench.sweep.launch"])
         parent = (os.getpid(),)
         with cf.ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_end_with_parent, initargs=parent) as pool:
             futures = {
