@@ -191,7 +191,7 @@ class EntropyCode(Method):
         top = off + torch.tensor(tables.lengths, dtype=torch.int32)[:, None] - 3
         if bool(((sym < off) | (sym > top)).any()) or tables.code(sym) != data:
             raise WireFormatError("entropy-code: strings do not decode to a canonical code of in-range symbols")
-        y = (sym.float() + median[:, None]).t()
+        y = (sym.to(median.device).float() + median[:, None]).t()  # the range coder works on the CPU
         return y.reshape(N, *self.in_shape)
 
     def _read_tables(self, fields: Decoded, C: int) -> tuple[_Tables, torch.Tensor]:

@@ -20,8 +20,16 @@ import torch
 DEVICE = torch.device("meta")
 aten = torch.ops.aten
 
-# Ops CUDA runs with CPU index tensors (they are copied over): advanced indexing.
-_CPU_INDEX_OK = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
+# Ops CUDA runs with CPU tensors among their arguments: advanced indexing (CPU indices are copied
+# over) and `copy_`, which copies across devices by definition (`dev[i] = cpu_values`; CompressAI
+# fills its CDF tables this way).
+_CPU_INDEX_OK = {
+    aten.index.Tensor,
+    aten.index_put.default,
+    aten.index_put_.default,
+    aten._index_put_impl_.default,
+    aten.copy_.default,
+}
 
 
 class DeviceMismatch(RuntimeError):
@@ -96,6 +104,12 @@ def _run(func: Any, args: tuple, kwargs: dict) -> Any:
     if on_device and func not in _CPU_INDEX_OK:
         for t in tensors:
             if not isinstance(t, DeviceTensor) and t.dim() > 0:
+                if t.device == DEVICE:  # what `torch.tensor(data, device=d)` makes here: no data
+                    raise DeviceMismatch(
+                        f"{func}: a data-less meta tensor of shape {tuple(t.shape)}: this harness cannot "
+                        "stand in for `torch.tensor(data, device=d)`; write `torch.tensor(data).to(d)` "
+                        "(the same on a real device)"
+                    )
                 raise DeviceMismatch(
                     f"{func}: a CPU tensor of shape {tuple(t.shape)} meets a device tensor "
                     "(CUDA raises 'Expected all tensors to be on the same device')"
@@ -120,8 +134,25 @@ class _Mode(torch.utils._python_dispatch.TorchDispatchMode):
         return _run(func, args, kwargs or {})
 
 
+def _from_data(make: Any) -> Any:
+    """`torch.tensor(data, device=meta)` builds a data-less meta tensor without passing through
+    the dispatch mode (CompressAI does this): build it on the CPU and move it, as CUDA would hold it."""
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        if _is_device(kwargs.get("device")):
+            return make(*args, **{**kwargs, "device": None}).to(DEVICE)
+        return make(*args, **kwargs)
+
+    return build
+
+
 @contextlib.contextmanager
 def fake_device() -> Iterator[torch.device]:
     """Within this block, `meta` is a device with data that fails on any CPU/device mix."""
-    with _Mode():
-        yield DEVICE
+    real = torch.tensor, torch.as_tensor
+    torch.tensor, torch.as_tensor = _from_data(torch.tensor), _from_data(torch.as_tensor)
+    try:
+        with _Mode():
+            yield DEVICE
+    finally:
+        torch.tensor, torch.as_tensor = real
