@@ -29,6 +29,9 @@ for args in (
     ["sweep", "--method", "adc:xi={0.1,7}"],
     ["run", "--split", "6"],
     ["run", "--task", "cifar10", "--data", "/no/such/place"],
+    ["run", "--init", "/no/such/weights.pt"],
+    ["run", "--init", "pretrained"],
+    ["run", "--eval-samples", "100", "--final-eval-samples", "10"],
 ):
     r = runner.invoke(main, args)
     assert r.exit_code == 2, (args, r.output)

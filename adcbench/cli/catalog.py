@@ -161,6 +161,13 @@ def _check_params(kind: str, name: str, entry: dict[str, Any], given: dict[str, 
     resolve_params(ps, given, f"{kind} {name}")
 
 
+def task_arch(task_spec: str) -> str | None:
+    """The task's backbone name, where the class alone fixes it (no task parameters); else None."""
+    (name, given), *_ = parse_spec(task_spec)
+    entry = entries("task", [name])[name] if name in names("task") else {}
+    return None if given else entry.get("arch")
+
+
 def check_split(task_spec: str, split: int | None, arch: str | None) -> None:
     """`--split` against the backbone's depth where the catalog knows it (model/split.py checks
     every other case, on a weightless skeleton, with the same message)."""

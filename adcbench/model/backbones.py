@@ -22,12 +22,12 @@ from torch import nn
 
 from adcbench.data.task import Task
 from adcbench.errors import AdcbenchError
+from adcbench.model.initspec import ALTERNATIVES, check_init_value, is_warmstart_init
 from adcbench.model.vit import create_vit
-from adcbench.model.warmstart import find_warmstart, is_warmstart_init, warmstart_source
+from adcbench.model.warmstart import find_warmstart, warmstart_source
 
 INIT_KEYWORDS = ("scratch", "pretrained", "warmstart")
 HEAD_KEYS = ("head.weight", "head.bias")
-ALTERNATIVES = "--init scratch, --init PATH (a .safetensors or torch checkpoint) or --init warmstart"
 
 
 class CheckpointError(AdcbenchError, ValueError):
@@ -188,20 +188,10 @@ def build_backbone(task: Task, init: str = "scratch", arch: str | None = None) -
 def check_init(task: Task, init: str, arch: str | None) -> None:
     """`--init` checked before any data loads: the warm start exists (and is complete), a
     checkpoint path is a file, `pretrained` names a timm model. Loading comes later."""
-    name = arch or task.arch
     if is_warmstart_init(init):
         find_warmstart(warmstart_source(task, init, arch), arch)
-    elif init == "pretrained":
-        if name == "vit":
-            raise AdcbenchError(
-                "init=pretrained needs a timm model name with weights (e.g. --arch "
-                f"deit_tiny_patch16_224); this backbone is a custom ViT: use {ALTERNATIVES}"
-            )
-    elif init != "scratch" and not Path(init).expanduser().is_file():
-        raise AdcbenchError(
-            f"--init {init!r}: expected scratch, pretrained, warmstart or a "
-            "checkpoint file (.safetensors or torch state_dict); no such file"
-        )
+    else:
+        check_init_value(init, arch or task.arch)
 
 
 def probe_cut(task: Task, arch: str | None, split: int) -> tuple[int, int, int, int]:

@@ -154,7 +154,3 @@ def warmstart_source(task: Task, init: str, arch: str | None = None) -> Task:
             f"{want[0]} {want[1]}; choose source and task presets with the same backbone"
         )
     return source
-
-
-def is_warmstart_init(init: str) -> bool:
-    return init == "warmstart" or init.startswith("warmstart:")
