@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from adcbench.cli import catalog as cat
+from adcbench.cli import main
 from adcbench.train import runtime
 
 PROBE = """
@@ -31,6 +33,7 @@ for args in (
     ["run", "--task", "cifar10", "--data", "/no/such/place"],
     ["run", "--init", "/no/such/weights.pt"],
     ["run", "--init", "pretrained"],
+    ["run", "--arch", "deit_tiny_patch16_22"],
     ["run", "--eval-samples", "100", "--final-eval-samples", "10"],
 ):
     r = runner.invoke(main, args)
@@ -141,3 +144,16 @@ def test_oversubscription_warns_once(monkeypatch):
         runtime.warn_if_oversubscribed(busy)  # once per process
         monkeypatch.setattr(runtime, "_warned", False)
         runtime.warn_if_oversubscribed({"threads": 1, "cores_available": 2, "load_1min": 0.3})
+
+
+def test_unknown_arch_suggests_the_closest_timm_model(tmp_path, monkeypatch):
+    from adcbench.errors import UnknownNameError
+    from adcbench.model.vit import create_vit
+
+    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(cat, "_memo", None)
+    r = CliRunner().invoke(main, ["run", "--arch", "deit_tiny_patch16_22"])
+    assert r.exit_code == 2 and "did you mean deit_tiny_patch16_224" in r.stderr, r.output
+    with pytest.raises(UnknownNameError) as slow:  # the model's own check says the same
+        create_vit("deit_tiny_patch16_22", 10)
+    assert str(slow.value) in r.stderr

@@ -52,7 +52,10 @@ def _key() -> str:
             eps.append(
                 [group, ep.name, ep.value, dist.version if dist else None, origin and file_identity(Path(origin))]
             )
-    return config_hash({"py": sys.version, "files": [file_identity(f) for f in files], "entry_points": eps})
+    timm = importlib.metadata.version("timm")  # its model list is in the catalog
+    return config_hash(
+        {"py": sys.version, "files": [file_identity(f) for f in files], "entry_points": eps, "timm": timm}
+    )
 
 
 def _param(p: Param) -> dict[str, Any]:
@@ -95,6 +98,9 @@ def build() -> dict[str, dict[str, Any]]:
                 out[kind][name] = _describe(reg.get(name), kind)
             except TypeError:  # a parameter type JSON cannot name: that entry stays live-only
                 continue
+    import timm
+
+    out["timm"] = {"models": sorted(timm.list_models())}  # for --arch, without importing timm
     return json.loads(json.dumps(out))  # the same types whether built or read back
 
 
@@ -166,6 +172,10 @@ def task_arch(task_spec: str) -> str | None:
     (name, given), *_ = parse_spec(task_spec)
     entry = entries("task", [name])[name] if name in names("task") else {}
     return None if given else entry.get("arch")
+
+
+def timm_models() -> list[str]:
+    return catalog()["timm"]["models"]
 
 
 def check_split(task_spec: str, split: int | None, arch: str | None) -> None:

@@ -232,14 +232,16 @@ def _check_eval_sizes(kw: dict[str, Any]) -> None:
 def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
     """Names, parameters and the byte budget, from the cached catalog: a typo costs no torch
     import. Returns the budget in bytes."""
-    from adcbench.cli.catalog import check, check_split, task_arch
+    from adcbench.cli.catalog import check, check_split, task_arch, timm_models
 
     check("method", method)
     check("task", kw["task_spec"])
     check_split(kw["task_spec"], kw.get("split"), kw.get("arch"))
-    if kw.get("init"):
-        from adcbench.model.initspec import check_init_value
+    from adcbench.model.initspec import check_arch, check_init_value
 
+    if kw.get("arch"):
+        check_arch(kw["arch"], timm_models())
+    if kw.get("init"):
         check_init_value(kw["init"], kw.get("arch") or task_arch(kw["task_spec"]))
     _check_eval_sizes(kw)
     if kw.get("data") and not (path := Path(kw["data"]).expanduser()).exists():

@@ -1,11 +1,14 @@
-"""`--init` values whose mistakes need no model, no task and no torch to see: the CLI checks them
-first, so a typo is rejected at once; `backbones.check_init` checks the same and the warm start."""
+"""`--init` and `--arch` mistakes that need no model, no task and no torch to see: the CLI checks
+them first, so a typo is rejected at once; `backbones.check_init` and `vit.create_vit` check the
+same with the same messages."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Collection
 from pathlib import Path
 
-from adcbench.errors import AdcbenchError
+from adcbench.errors import AdcbenchError, UnknownNameError
 
 ALTERNATIVES = "--init scratch, --init PATH (a .safetensors or torch checkpoint) or --init warmstart"
 
@@ -28,3 +31,11 @@ def check_init_value(init: str, arch: str | None) -> None:
             f"--init {init!r}: expected scratch, pretrained, warmstart or a "
             "checkpoint file (.safetensors or torch state_dict); no such file"
         )
+
+
+def check_arch(arch: str, known: Collection[str]) -> None:
+    """`arch` is `vit` (the task's own ViT) or one of timm's model names (`known`)."""
+    if arch != "vit" and arch not in known:
+        close = difflib.get_close_matches(arch, list(known), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownNameError(f"unknown timm model {arch!r}{hint} (see timm.list_models('*vit*'))")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from adcbench.errors import AdcbenchError
+from adcbench.model.initspec import check_arch
 
 
 def create_vit(arch: str, num_classes: int, init: str = "scratch", **kwargs: Any) -> nn.Module:
@@ -25,8 +26,7 @@ def create_vit(arch: str, num_classes: int, init: str = "scratch", **kwargs: Any
     if arch == "vit":
         model = VisionTransformer(num_classes=num_classes, **kwargs)
     else:
-        if arch not in timm.list_models():
-            raise AdcbenchError(f"unknown timm model {arch!r} (see timm.list_models('*vit*'))")
+        check_arch(arch, timm.list_models())
         model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
     if not isinstance(model, VisionTransformer):
         raise AdcbenchError(f"{arch!r} is not a timm VisionTransformer; adcbench splits ViTs only")
