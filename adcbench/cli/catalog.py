@@ -167,11 +167,16 @@ def _check_params(kind: str, name: str, entry: dict[str, Any], given: dict[str, 
     resolve_params(ps, given, f"{kind} {name}")
 
 
+def _fixed_task(task_spec: str) -> dict[str, Any]:
+    """The task's catalog entry when the spec has no parameters (then the class alone fixes its
+    backbone); else, or for a name the catalog lacks, {}."""
+    (name, given), *_ = parse_spec(task_spec)
+    return entries("task", [name])[name] if not given and name in names("task") else {}
+
+
 def task_arch(task_spec: str) -> str | None:
     """The task's backbone name, where the class alone fixes it (no task parameters); else None."""
-    (name, given), *_ = parse_spec(task_spec)
-    entry = entries("task", [name])[name] if name in names("task") else {}
-    return None if given else entry.get("arch")
+    return _fixed_task(task_spec).get("arch")
 
 
 def timm_models() -> list[str]:
@@ -181,9 +186,7 @@ def timm_models() -> list[str]:
 def check_split(task_spec: str, split: int | None, arch: str | None) -> None:
     """`--split` against the backbone's depth where the catalog knows it (model/split.py checks
     every other case, on a weightless skeleton, with the same message)."""
-    (name, given), *_ = parse_spec(task_spec)
-    entry = entries("task", [name])[name] if name in names("task") else {}
-    depth = entry.get("depth") if not given and arch is None else None
+    depth = _fixed_task(task_spec).get("depth") if arch is None else None
     if split is not None and depth is not None and not 1 <= split < depth:
         raise ParamError(f"split={split} is out of range; valid: 1..{depth - 1} for a {depth}-block ViT")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from adcbench.errors import AdcbenchError, DatasetNotFoundError, ParamError
+from adcbench.errors import AdcbenchError, DatasetNotFoundError
 
 # Ad-hoc runs never touch the committed study in results/ (git-ignored; see .gitignore).
 DEFAULT_OUT = "runs"
@@ -220,19 +220,11 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _check_eval_sizes(kw: dict[str, Any]) -> None:
-    """As train/config.py checks them (the same messages), without importing the training stack."""
-    final, history = kw.get("final_eval_samples"), kw.get("eval_samples")
-    if final is not None and history is not None and final < history:
-        raise ParamError(f"final_eval_samples={final} is out of range; valid: integer >= {history}")
-    if final is not None and kw.get("final_eval") not in (None, "full"):
-        raise ParamError("final_eval_samples sizes the final evaluation: leave final_eval at full")
-
-
 def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
     """Names, parameters and the byte budget, from the cached catalog: a typo costs no torch
     import. Returns the budget in bytes."""
     from adcbench.cli.catalog import check, check_split, task_arch, timm_models
+    from adcbench.core.params import check_final_eval
 
     check("method", method)
     check("task", kw["task_spec"])
@@ -243,7 +235,7 @@ def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
         check_arch(kw["arch"], timm_models())
     if kw.get("init"):
         check_init_value(kw["init"], kw.get("arch") or task_arch(kw["task_spec"]))
-    _check_eval_sizes(kw)
+    check_final_eval(kw.get("final_eval_samples"), kw.get("eval_samples"), kw.get("final_eval") or "full")
     if kw.get("data") and not (path := Path(kw["data"]).expanduser()).exists():
         task = kw["task_spec"].split(":")[0]  # as data/sources.resolve_local says it, without the data stack
         raise DatasetNotFoundError(f"{task}: data path {path} does not exist")

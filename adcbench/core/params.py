@@ -177,6 +177,18 @@ def split_generic_xi(
     return rest, XI_PARAM.parse(params["xi"], f"method {name}")
 
 
+def check_final_eval(final_samples: int | None, history_samples: int | None, final_eval: str) -> None:
+    """`final_eval_samples`: a superset of the history's subset, for a full final evaluation.
+    Torch-free, so the CLI rejects it before the training stack loads (train/config.py too)."""
+    if final_samples is None:
+        return
+    low = history_samples or 1
+    if final_samples < low:
+        raise ParamError(f"final_eval_samples={final_samples} is out of range; valid: integer >= {low}")
+    if final_eval != "full":
+        raise ParamError("final_eval_samples sizes the final evaluation: leave final_eval at full")
+
+
 def missing_modules(names: Sequence[str]) -> list[str]:
     """The optional modules among `names` that are not installed (found without importing them)."""
     return [m for m in names if importlib.util.find_spec(m) is None]

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from adcbench.core.params import check_final_eval
 from adcbench.data.task import Task
 from adcbench.errors import AdcbenchError, ParamError
 
@@ -176,12 +177,7 @@ def resolve(cfg: RunConfig, task: Task) -> dict[str, Any]:
         raise ParamError(f"eval_samples={cfg.eval_samples} is out of range; valid: integer >= 1")
     if cfg.final_eval not in ("full", "subset"):
         raise ParamError(f"final eval {cfg.final_eval!r}; valid: full, subset")
-    if cfg.final_eval_samples is not None:
-        low = cfg.eval_samples or 1  # a superset of the history's subset
-        if cfg.final_eval_samples < low:
-            raise ParamError(f"final_eval_samples={cfg.final_eval_samples} is out of range; valid: integer >= {low}")
-        if cfg.final_eval != "full":
-            raise ParamError("final_eval_samples sizes the final evaluation: leave final_eval at full")
+    check_final_eval(cfg.final_eval_samples, cfg.eval_samples, cfg.final_eval)
     if not 0 <= r["val_fraction"] < 1:
         raise ParamError(f"val_fraction={r['val_fraction']} is out of range; valid: [0, 1)")
     return r
