@@ -241,5 +241,6 @@ class EntropyBottleneckAE(Bottleneck):
     def default_terminal(self) -> tuple[str, dict[str, Any]]:
         return "entropy-code", {"lambda": self.config["lambda"]}
 
-    def nominal_ratio(self) -> None:
-        return None  # no paper cost model: the bytes are the range coder's
+    # No paper cost model (the bytes are the range coder's): not Bottleneck's ratio but the
+    # base's None, by identity, so the catalog refuses --budget-accounting nominal before torch.
+    nominal_ratio = Method.nominal_ratio

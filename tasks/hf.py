@@ -10,6 +10,7 @@ need `HF_TOKEN`; an unreachable hub fails in seconds with the alternatives."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from adcbench.core.params import Param
 from adcbench.data.images import DataFormatError
@@ -38,6 +39,10 @@ class HFTask(ImageFolder):
         Param("test_split", str, None, "split evaluated on (default: test, else validation)", **_OPT),  # type: ignore[arg-type]
         *(p for p in ImageFolder.params if p.name in ("size", "patch")),
     )
+
+    @classmethod
+    def data_lookup(cls) -> dict[str, Any] | None:
+        return None  # --data, or the hub dataset that --dataset names: decided at load time
 
     def _find_source(self) -> Source:
         c = self.config

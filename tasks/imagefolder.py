@@ -100,10 +100,18 @@ class ImageFolder(ImageTask):
             raise ParamError(f"task imagefolder: size={size} is not a multiple of patch={patch}")
         return dataclasses.replace(SMALL, image_size=size, store_size=size, arch_kwargs=small_vit(size, patch))
 
+    @classmethod
+    def missing_message(cls) -> str:
+        return f"{cls.registry_name}: pass --data DIR ({cls.data_help}) or set {cls.data_env}"
+
+    @classmethod
+    def data_lookup(cls) -> dict[str, Any] | None:
+        return {"env": cls.data_env, "defaults": [], "hub": None, "missing": cls.missing_message()}
+
     def _find_source(self) -> Source:
         path = self.data or os.environ.get(self.data_env or "")
         if not path:
-            raise DatasetNotFoundError(f"imagefolder: pass --data DIR ({self.data_help}) or set {self.data_env}")
+            raise DatasetNotFoundError(self.missing_message())
         p = Path(path).expanduser()
         fraction = self.config.get("test_fraction", 0.2)  # `hf` reuses this without the option
         if p.is_dir():

@@ -4,6 +4,7 @@ without importing torch; the default thread count fits the cores the process may
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ from click.testing import CliRunner
 from adcbench.cli import catalog as cat
 from adcbench.cli import main
 from adcbench.train import runtime
+
+METHOD_NAMES = cat.names("method")
 
 PROBE = """
 import sys
@@ -35,10 +38,14 @@ for args in (
     ["run", "--init", "pretrained"],
     ["run", "--arch", "deit_tiny_patch16_22"],
     ["run", "--eval-samples", "100", "--final-eval-samples", "10"],
+    ["run", "--device", "cuda"],  # the probe's environment hides every CUDA device
+    ["run", "--device", "gpu"],
+    ["run", "--task", "cifar100"],  # no local data, and the probe's hub endpoint refuses
+    ["run", "--method", "splitfc", "--budget-accounting", "nominal", "--budget-bytes", "1M"],
 ):
     r = runner.invoke(main, args)
     assert r.exit_code == 2, (args, r.output)
-print("torch" in sys.modules)
+print([m for m in ("torch", "timm", "sklearn") if m in sys.modules])
 """
 
 
@@ -48,9 +55,13 @@ def test_listing_and_user_errors_do_not_import_torch(tmp_path, monkeypatch):
     cat.catalog()  # the first call builds the catalog from the live registries and stores it
     assert list(tmp_path.glob("catalog/*.json"))
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=os.environ.copy())
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ADCBENCH_CIFAR100", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    }
+    env.update(CUDA_VISIBLE_DEVICES="", HF_ENDPOINT="http://127.0.0.1:9")  # port 9: refused at once
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"  # nothing imported torch
+    assert out.stdout.strip() == "[]", out.stderr  # nothing imported torch, timm or scikit-learn
     assert time.perf_counter() - t0 < 20  # generous: ~0.3 s on an idle core
 
 
@@ -157,3 +168,73 @@ def test_unknown_arch_suggests_the_closest_timm_model(tmp_path, monkeypatch):
     with pytest.raises(UnknownNameError) as slow:  # the model's own check says the same
         create_vit("deit_tiny_patch16_22", 10)
     assert str(slow.value) in r.stderr
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_nominal_check_matches_the_built_chain(name):
+    """`--budget-accounting nominal` is refused from the catalog exactly where the built chain
+    (train/parties.py) has no nominal ratio, with the same message, for every registered stage."""
+    from _harness import make
+
+    from adcbench.errors import ParamError
+
+    spec = f"quant:bits=4+{name}" if cat.entries("method", [name])[name]["lossless"] else name
+    if missing := cat.missing_modules(cat.entries("method", [name])[name]["requires"]):
+        pytest.skip(f"{name} needs {missing}")
+    chain_has_one = make(spec).pipeline.nominal_ratio() is not None
+    if chain_has_one:
+        cat.check_nominal(spec, "nominal")
+    else:
+        with pytest.raises(ParamError, match=f"^{re.escape(spec)} has no nominal ratio in the paper"):
+            cat.check_nominal(spec, "nominal")
+    cat.check_nominal(spec, "measured")
+
+
+def test_data_check_matches_the_task_lookup(monkeypatch, tmp_path):
+    """A task with no --data, no environment variable, no default path and an unreachable hub
+    fails from the catalog with the message the task itself gives when it looks; any of the
+    four present, the run decides."""
+    from adcbench.data.task import get_task
+    from adcbench.errors import DatasetNotFoundError
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    checked = 0
+    for name in cat.names("task"):
+        lookup = cat.entries("task", [name])[name].get("data")
+        if not lookup or any(Path(p).exists() for p in lookup["defaults"]):
+            continue
+        if lookup["env"]:
+            monkeypatch.delenv(lookup["env"], raising=False)
+        with pytest.raises(DatasetNotFoundError) as fast:
+            cat.check_data(name, None)
+        with pytest.raises(DatasetNotFoundError) as live:
+            get_task(name)().resolve_source()
+        assert str(live.value) == str(fast.value)
+        cat.check_data(name, str(tmp_path))  # --data given: the run checks the folder
+        if lookup["env"]:
+            monkeypatch.setenv(lookup["env"], str(tmp_path))
+            cat.check_data(name, None)
+        checked += 1
+    assert checked >= 5  # cifar10, cifar100, imagenette, food101, imagenet, imagefolder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # an offline hub may hold a cached copy
+    cat.check_data("cifar100", None)
+
+
+@pytest.mark.parametrize("name", ["cpu", "cuda", "cuda:0", "mps", "gpu", "cuda:x", "xpu", "cpu:0"])
+def test_device_check_agrees_with_torch(name, monkeypatch):
+    """The torch-free --device check raises only what train/config.parse_device raises."""
+    from adcbench.core.devices import check_device_name
+    from adcbench.errors import AdcbenchError
+    from adcbench.train.config import parse_device
+
+    try:
+        parse_device(name)
+        live = None
+    except AdcbenchError as exc:
+        live = str(exc)
+    try:
+        check_device_name(name)
+    except AdcbenchError as exc:
+        assert str(exc) == live

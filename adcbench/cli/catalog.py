@@ -16,6 +16,7 @@ import difflib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from adcbench.core.params import (
     split_generic_xi,
     unavailable_text,
 )
-from adcbench.errors import ParamError, UnknownNameError
+from adcbench.errors import DatasetNotFoundError, ParamError, UnknownNameError
 
 GROUPS = {"method": "adcbench.methods", "task": "adcbench.tasks"}
 _TYPES = {t.__name__: t for t in (bool, int, float, str)}
@@ -74,6 +75,12 @@ def _describe(cls: Any, kind: str) -> dict[str, Any]:
         entry["deployment_policy"] = getattr(cls, "deployment_policy", None)
         entry["same_as"] = getattr(cls, "same_as", None)
         entry["lossless"] = bool(getattr(cls, "lossless", False))
+        # Whether the stage has a paper cost model (--budget-accounting nominal): it overrides
+        # Method.nominal_ratio, which every override answers with a number (a class without one
+        # keeps, or restores, the base's function; tests/test_startup.py holds this registry-wide).
+        from adcbench.core.method import Method
+
+        entry["nominal"] = entry["lossless"] or getattr(cls, "nominal_ratio", None) is not Method.nominal_ratio
         entry["requires"] = list(getattr(cls, "requires", ()))  # checked live: installing one needs no rebuild
         entry["install"] = getattr(cls, "install", "")
     else:
@@ -82,6 +89,7 @@ def _describe(cls: Any, kind: str) -> dict[str, Any]:
         # parameters that could change the model): lets a bad --split fail before torch loads.
         kwargs = getattr(cls, "arch_kwargs", {}) or {}
         entry["depth"] = kwargs.get("depth") if cls.arch == "vit" and not cls.params else None
+        entry["data"] = cls.data_lookup() if hasattr(cls, "data_lookup") else None
     return entry
 
 
@@ -189,6 +197,34 @@ def check_split(task_spec: str, split: int | None, arch: str | None) -> None:
     depth = _fixed_task(task_spec).get("depth") if arch is None else None
     if split is not None and depth is not None and not 1 <= split < depth:
         raise ParamError(f"split={split} is out of range; valid: 1..{depth - 1} for a {depth}-block ViT")
+
+
+def check_data(task_spec: str, data: str | None) -> None:
+    """Fail at once where the task would find no data: no `--data`, no environment variable, no
+    default path, and a hub that is unreachable (data/imagetask.py's order and message). An
+    offline hub (HF_HUB_OFFLINE) may still have it cached, so that case is left to the run."""
+    (name, _), *_ = parse_spec(task_spec)
+    lookup = entries("task", [name])[name].get("data") if name in names("task") else None
+    if data or not lookup or (lookup["env"] and os.environ.get(lookup["env"])):
+        return
+    if any(Path(p).exists() for p in lookup["defaults"]):
+        return
+    if lookup["hub"]:
+        from adcbench.data.hub import hub_offline, hub_reachable
+
+        if hub_offline() or hub_reachable():
+            return
+    raise DatasetNotFoundError(lookup["missing"])
+
+
+def check_nominal(spec: str, accounting: str | None) -> None:
+    """`--budget-accounting nominal` needs every stage's nominal ratio (train/parties.py checks
+    the built chain with the same message; names the catalog lacks are left to it)."""
+    if accounting != "nominal":
+        return
+    stages = [n for n, _ in parse_spec(spec) if n in names("method")]
+    if any(not e.get("nominal", True) for e in entries("method", stages).values()):
+        raise ParamError(f"{spec} has no nominal ratio in the paper; use --budget-accounting measured")
 
 
 def check(kind: str, spec: str) -> None:

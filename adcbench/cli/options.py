@@ -223,7 +223,8 @@ def parse_hostport(text: str) -> tuple[str, int]:
 def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
     """Names, parameters and the byte budget, from the cached catalog: a typo costs no torch
     import. Returns the budget in bytes."""
-    from adcbench.cli.catalog import check, check_split, task_arch, timm_models
+    from adcbench.cli.catalog import check, check_data, check_nominal, check_split, task_arch, timm_models
+    from adcbench.core.devices import check_device_name
     from adcbench.core.params import check_final_eval
 
     check("method", method)
@@ -239,6 +240,9 @@ def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
     if kw.get("data") and not (path := Path(kw["data"]).expanduser()).exists():
         task = kw["task_spec"].split(":")[0]  # as data/sources.resolve_local says it, without the data stack
         raise DatasetNotFoundError(f"{task}: data path {path} does not exist")
+    check_data(kw["task_spec"], kw.get("data"))
+    check_device_name(kw["device"])
+    check_nominal(method, kw.get("budget_accounting"))
     return parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None
 
 

@@ -162,15 +162,26 @@ class ImageTask(Task):
             self.augment = self.config["augment"]
 
     # -- where the data is -------------------------------------------------------------------
-    def missing_message(self) -> str:
-        env = f" or set {self.data_env}=PATH" if self.data_env else ""
-        where = f"{self.hub_id}" + (
-            "; gated: accept its terms on huggingface.co and set HF_TOKEN" if self.hub_gated else ""
+    @classmethod
+    def missing_message(cls) -> str:
+        env = f" or set {cls.data_env}=PATH" if cls.data_env else ""
+        where = f"{cls.hub_id}" + (
+            "; gated: accept its terms on huggingface.co and set HF_TOKEN" if cls.hub_gated else ""
         )
         return (
-            f"{self.registry_name}: no local data (pass --data PATH{env}, {self.data_help}) "
+            f"{cls.registry_name}: no local data (pass --data PATH{env}, {cls.data_help}) "
             f"and the Hugging Face hub is unreachable ({where})"
         )
+
+    @classmethod
+    def data_lookup(cls) -> dict[str, Any] | None:
+        # _find_source's order: --data, the env variable, local_defaults, then the hub.
+        return {
+            "env": cls.data_env,
+            "defaults": list(cls.local_defaults),
+            "hub": cls.hub_id,
+            "missing": cls.missing_message(),
+        }
 
     def resolve_source(self) -> Source:
         if self._source is None:

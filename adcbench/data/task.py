@@ -55,6 +55,14 @@ class Task:
         self.config = resolve_params(self.params, params, f"task {self.registry_name}")
 
     # -- data -----------------------------------------------------------------------------
+    @classmethod
+    def data_lookup(cls) -> dict[str, Any] | None:
+        """Where the task looks for its data when no `--data` is given, in a form the CLI can
+        check before importing torch (cli/catalog.py): {"env": variable, "defaults": paths tried,
+        "hub": hub id or None, "missing": the error when none has it}. None: the data needs no
+        lookup (built in) or depends on the task's parameters; the task decides at load time."""
+        return None
+
     def load_split(self, split: str) -> Dataset:
         """Return the `train` or `test` split as a Dataset of (float image C×H×W, int label)."""
         raise NotImplementedError  # abstract: every registered task implements it

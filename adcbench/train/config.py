@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
+from adcbench.core.devices import no_cuda, no_mps, not_a_device
 from adcbench.core.params import check_final_eval
 from adcbench.data.task import Task
-from adcbench.errors import AdcbenchError, ParamError
+from adcbench.errors import ParamError
 
 EVAL_POLICIES = ("raw", "compressed", "both")
 # The key each policy's accuracy is recorded under (history entries and `final`).
@@ -94,22 +95,23 @@ def check_out(out: str | None) -> None:
 
 
 def parse_device(name: str) -> torch.device:
-    """`cpu`, `cuda`, `cuda:N` or `mps`, checked against this machine (one clear line otherwise)."""
+    """`cpu`, `cuda`, `cuda:N` or `mps`, checked against this machine (one clear line otherwise;
+    core/devices.py gives the same errors before torch loads, where it can)."""
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ParamError(f"--device {name!r} is not a device; valid: cpu, cuda, cuda:N, mps") from None
+        raise not_a_device(name) from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise AdcbenchError(f"--device {name}, but no CUDA device is available here; use --device cpu")
+            raise no_cuda(name)
         if device.index is not None and device.index >= count:
             raise ParamError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise AdcbenchError(f"--device {name}, but no MPS (Apple GPU) device is available here; use --device cpu")
+            raise no_mps(name)
     elif device.type != "cpu":
-        raise ParamError(f"--device {name}: unsupported device type {device.type!r}; valid: cpu, cuda, cuda:N, mps")
+        raise not_a_device(name)
     return device
 
 
