@@ -8,7 +8,10 @@ fixed batch of Gaussian images. Every comparison is A/B *interleaved*: after one
 each, A and B alternate step by step, and the table gives the median and range of the per-pair
 ratios t_B / t_A (> 1: A is faster), so load from other processes on this shared machine
 affects both sides alike. Comparisons:
-- row skipping on vs off (`--no-row-skip`): the last client block only on the rows sent;
+- row skipping on vs off (`--no-row-skip`): the last client block only on the rows sent; beside
+  it, the ratio of the two steps' FLOPs (torch.utils.flop_counter), the most row skipping could
+  save if time followed FLOPs;
+- row skipping and torch.compile together vs neither, for `adc:xi=0.1` (issue 11's goal);
 - torch.compile of the transformer blocks vs eager (compile time itself reported separately);
 - adcbench `none` vs a plain PyTorch split step with no wire (framework overhead);
 - 1 vs 2 torch threads for `none`.
@@ -101,6 +104,15 @@ def make_plain(batch: int):
     return step
 
 
+def step_flops(step) -> int:
+    """The FLOPs of one call of `step` (matrix products and convolutions, as torch counts them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
 def _timed(fn, threads: int) -> float:
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -138,6 +150,12 @@ def startup_times() -> list[str]:
         ("adcbench --help", ["--help"]),
         ("adcbench methods", ["methods"]),
         ("adcbench run --method adcx (unknown name)", ["run", "--method", "adcx", "--out", "/tmp", "--quiet"]),
+        ("adcbench run --device cuda (no CUDA here)", ["run", "--device", "cuda", "--out", "/tmp", "--quiet"]),
+        ("adcbench run --task cifar100 (no data, no hub)", ["run", "--task", "cifar100", "--out", "/tmp", "--quiet"]),
+        (
+            "adcbench run --method splitfc --budget-accounting nominal",
+            ["run", "--method", "splitfc", "--budget-accounting", "nominal", "--budget-bytes", "1M", "--out", "/tmp"],
+        ),
     ):
         times = []
         for _ in range(3):
@@ -170,10 +188,14 @@ def main() -> None:
         "| comparison (A vs B) | A s/step | B s/step | B/A (median) | range |",
         "|---|---|---|---|---|",
     ]
+    flops = []
     for spec in ["adc:xi=0.1"] if args.quick else ROW_SKIP:
-        res = interleave(make_step(spec, args.batch, True), make_step(spec, args.batch, False), steps)
+        on, off = make_step(spec, args.batch, True), make_step(spec, args.batch, False)
+        res = interleave(on, off, steps)
         lines.append(_row(f"`{spec}`: row skipping on vs off", res))
-        print(lines[-1], flush=True)
+        f_on, f_off = step_flops(on), step_flops(off)
+        flops.append(f"| `{spec}` | {f_on / 1e9:.1f} | {f_off / 1e9:.1f} | {f_off / f_on:.3f}× | {res[2]:.3f}× |")
+        print(lines[-1], flops[-1], flush=True)
     res = interleave(make_step("none", args.batch), make_plain(args.batch), steps)
     lines.append(_row("`none` vs plain PyTorch split step (no wire)", res))
     print(lines[-1], flush=True)
@@ -190,6 +212,17 @@ def main() -> None:
             res = interleave(compiled, make_step(spec, args.batch), steps)
             lines.append(_row(f"`{spec}`: compiled vs eager (first compiled step {first:.0f} s)", res))
             print(lines[-1], flush=True)
+        both = make_step("adc:xi=0.1", args.batch, row_skip=True, compiled=True)
+        both()  # compiles
+        res = interleave(both, make_step("adc:xi=0.1", args.batch, row_skip=False), steps)
+        lines.append(_row("`adc:xi=0.1`: row skipping and compile vs neither", res))
+        print(lines[-1], flush=True)
+    lines += [
+        "",
+        "| row skipping: FLOPs per step | on (GFLOP) | off (GFLOP) | off/on: the FLOP bound | measured |",
+        "|---|---|---|---|---|",
+        *flops,
+    ]
     lines += ["", "| start-up (subprocess, median of 3) | s | range |", "|---|---|---|", *startup_times()]
     print("\n".join(lines[-5:]))
     if args.out:
