@@ -67,17 +67,17 @@ def map_xi(stages: list[Method], i: int, cut: Cut, none_stages: list[Method]) ->
         cand.cut = cut  # the analytic sizes read only the cut, never trained state
         return sum(analytic_step_bytes([*stages[:i], cand, *stages[i + 1 :]], cut, cut.batch_size)) / base
 
-    scored: list[tuple[float, int, Any]] = []
+    scored: list[tuple[float, int, Any, float]] = []
     for value in _candidates(knob):
         a = achieved(value)
         if a is not None:
-            if knob.type is float:  # the shortest value with the same bytes: ratio=0.04, not 0.0420362
-                value = next(r for r in (float(f"{value:.{k}g}") for k in (1, 2, 3, 4, 17)) if achieved(r) == a)
-            scored.append((abs(math.log(a / target)), len(scored), value))
+            scored.append((abs(math.log(a / target)), len(scored), value, a))
     shape: tuple[int, ...] = (cut.tokens, cut.dim)
     for s in stages[:i]:
         shape = s.rest_shape(shape, True)
-    for _, _, value in sorted(scored):
+    for _, _, value, a in sorted(scored):
+        if knob.type is float:  # the shortest value with the same bytes: ratio=0.04, not 0.0420362
+            value = next(r for r in (float(f"{value:.{k}g}") for k in (1, 2, 3, 4, 17)) if achieved(r) == a)
         chosen = cls(**{**given, knob.name: value})
         try:
             with torch.random.fork_rng(devices=[]):  # a trial setup must not move the run's RNG
