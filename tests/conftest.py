@@ -9,11 +9,21 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+import pytest  # noqa: E402
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads() -> None:
+    # Here, not at import: xdist's controller loads this file too, and runs no test (torch's
+    # import is seconds of CPU that the two workers need at start-up).
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +48,9 @@ def _real_data_cache(request, monkeypatch):
 
 
 def tiny_vit(depth: int = 4, dim: int = 32, heads: int = 2, classes: int = 10, **kw) -> VisionTransformer:
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
     torch.manual_seed(0)
     return VisionTransformer(
         img_size=8, patch_size=2, in_chans=1, embed_dim=dim, depth=depth, num_heads=heads, num_classes=classes, **kw
@@ -63,8 +76,15 @@ def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 (pytes
     as a stage (`entropy-code`, `bottleneck+entropy-code:lambda=0.1`) marks the test.
 
     The end-to-end trainings (`slow`) run first: with `pytest -n 2` a minute-long test handed out
-    last keeps one worker busy while the other has nothing left to do."""
+    last keeps one worker busy while the other has nothing left to do.
+
+    The tests of the real archives (`shared_data`) form one xdist group (`--dist loadgroup`), so
+    that one worker decodes each archive once into its session cache (CIFAR-10 is ~15 s) instead
+    of both workers decoding it."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
+    for item in items:
+        if item.get_closest_marker("shared_data"):
+            item.add_marker(pytest.mark.xdist_group("shared_data"))
     unavailable = _unavailable()
     for item in items if unavailable else []:
         params = getattr(getattr(item, "callspec", None), "params", {})

@@ -150,7 +150,9 @@ def test_cifar10_steps_are_the_same():
 
     losses = []
     for rs in (True, False):
-        cfg = RunConfig(method="adc:xi=0.1", task="cifar10", data=str(CIFAR), out=None, threads=1, row_skip=rs)
+        cfg = RunConfig(
+            method="adc:xi=0.1", task="cifar10", data=str(CIFAR), out=None, threads=1, row_skip=rs, batch_size=32
+        )
         p = build_parties(cfg)
         transport, batches = Loopback(), iter(p.train_loader)
         losses.append([train_step(p, transport, *next(batches), step) for step in range(3)])
