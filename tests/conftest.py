@@ -76,15 +76,8 @@ def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 (pytes
     as a stage (`entropy-code`, `bottleneck+entropy-code:lambda=0.1`) marks the test.
 
     The end-to-end trainings (`slow`) run first: with `pytest -n 2` a minute-long test handed out
-    last keeps one worker busy while the other has nothing left to do.
-
-    The tests of the real archives (`shared_data`) form one xdist group (`--dist loadgroup`), so
-    that one worker decodes each archive once into its session cache (CIFAR-10 is ~15 s) instead
-    of both workers decoding it."""
+    last keeps one worker busy while the other has nothing left to do."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
-    for item in items:
-        if item.get_closest_marker("shared_data"):
-            item.add_marker(pytest.mark.xdist_group("shared_data"))
     unavailable = _unavailable()
     for item in items if unavailable else []:
         params = getattr(getattr(item, "callspec", None), "params", {})

@@ -43,20 +43,12 @@ def test_methods_and_tasks_list_the_registry():
     assert "digits" in runner.invoke(main, ["tasks"]).output
 
 
-# One short adc run in a separate interpreter, shared by the tests below: the end-to-end record
-# checks and the cross-process determinism check assert on the same run (each interpreter start
-# costs torch's import, seconds on a busy machine). --threads 1: the bytes of adc depend on the
-# thread count (docs/testing.md), so both processes must use the same one whatever the load.
+# One short adc run in a separate interpreter: the end-to-end record checks and the
+# cross-process determinism check assert on the same run, in one test (each interpreter start
+# costs torch's import, seconds on a busy machine; pytest-xdist 3.8's xdist_group does not keep
+# two tests on one worker under pytest 9, so a shared fixture ran twice). --threads 1: the bytes
+# of adc depend on the thread count (docs/testing.md), so both processes must use the same one.
 E2E = ["run", "--method", "adc:xi=0.25", "--max-steps", "12", "--eval-every", "6", "--threads", "1", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def e2e_record(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("e2e")
-    r = cli(*E2E, "--seed", "3", "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    (rec,) = read_records(out)
-    return rec
 
 
 def _in_process_run(out, seed: int) -> dict:
@@ -67,9 +59,10 @@ def _in_process_run(out, seed: int) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("cli-e2e")  # one worker runs both users of the module-scoped run, once
-def test_run_end_to_end_appends_record_with_wire_bytes(e2e_record):
-    rec = e2e_record
+def test_run_end_to_end_appends_record_with_wire_bytes_and_regenerates_in_another_process(tmp_path):
+    r = cli(*E2E, "--seed", "3", "--out", str(tmp_path / "subprocess"))
+    assert r.returncode == 0, r.stderr
+    (rec,) = read_records(tmp_path / "subprocess")
     assert rec["status"] == "completed" and rec["method"] == "adc:xi=0.25" and rec["steps"] == 12
     assert [h["step"] for h in rec["history"]] == [6, 12]
     assert rec["bytes"]["fwd"] == sum(rec["bytes"]["breakdown_fwd"].values())
@@ -82,13 +75,9 @@ def test_run_end_to_end_appends_record_with_wire_bytes(e2e_record):
     assert "acc" in rec["history"][-1] and "acc_compressed" in rec["history"][-1]
     assert rec["history"][-1]["stats"]["adc.T"] == 32  # batch 64, rule B, xi 0.25 -> T = 0.5 * 64
 
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("cli-e2e")
-def test_same_seed_same_bytes_and_accuracy(e2e_record, tmp_path):
-    """Same seed in another process (this one, after whatever tests ran before) gives the same
-    bytes, accuracies and losses as the separate interpreter; another seed changes the losses only."""
-    a, b, c = e2e_record, _in_process_run(tmp_path / "same", 3), _in_process_run(tmp_path / "other", 4)
+    # Same seed in another process (this one, after whatever tests ran before) gives the same
+    # bytes, accuracies and losses as the separate interpreter; another seed changes the losses only.
+    a, b, c = rec, _in_process_run(tmp_path / "same", 3), _in_process_run(tmp_path / "other", 4)
     assert a["bytes"] == b["bytes"] and a["final"] == b["final"]
     assert [(h["acc"], h["acc_compressed"], h["train_loss"]) for h in a["history"]] == [
         (h["acc"], h["acc_compressed"], h["train_loss"]) for h in b["history"]
