@@ -93,6 +93,49 @@ def test_tampered_tables_and_strings_are_rejected() -> None:
             stage.decode_forward({**base, **bad}, None, ctx)
 
 
+@needs
+def test_a_table_longer_than_the_formats_256_entries_is_rejected() -> None:
+    """docs/methods.md: a channel's CDF table has at most 256 entries; a well-formed table of
+    256 (0 first, 2^16 last, strictly increasing) is read, one of 257 is refused."""
+    h = make("entropy-code")
+    x, y = h.batch()
+    msg = h.pipeline.unpack(h.client.forward(x, y, 0))
+    stage = h.pipeline.stages[0]
+    base = {k.partition(".")[2]: msg[k] for k in msg if k != "y"}
+    C = h.cut.dim
+    stage._read_tables(base, C)  # the sent tables are fine
+
+    def with_first_table(entries: int) -> dict:
+        lengths = base["cdf_length"].long().clone()
+        rows = list(torch.split(base["cdf"].long(), lengths.tolist()))
+        rows[0] = torch.arange(entries) * 65536 // (entries - 1)  # 0, ..., 65536: strictly increasing
+        lengths[0] = entries
+        cdf, cdf_length = torch.cat(rows).to(base["cdf"].dtype), lengths.to(base["cdf_length"].dtype)
+        return {**base, "cdf": cdf, "cdf_length": cdf_length}
+
+    stage._read_tables(with_first_table(256), C)  # the cap itself is allowed
+    with pytest.raises(WireFormatError, match="cdf_length"):
+        stage._read_tables(with_first_table(257), C)
+
+
+@needs
+def test_drifted_quantiles_are_pulled_back_within_the_table_cap() -> None:
+    """However far the learned quantiles drift from the median, the tables sent stay within the
+    256 entries the decoder accepts (the quantiles are clamped to 126 either side first)."""
+    h = make("entropy-code")
+    stage = h.pipeline.stages[0]
+    with torch.no_grad():
+        q = stage.eb.quantiles.data
+        q[:, 0, 0] = q[:, 0, 1] - 1000.0
+        q[:, 0, 2] = q[:, 0, 1] + 1000.0
+    x, y = h.batch()
+    msg = h.pipeline.unpack(h.client.forward(x, y, 0))
+    lengths = msg["0.cdf_length"].long()
+    assert int(lengths.max()) <= 256 and int(lengths.min()) >= 200, lengths  # clamped, not collapsed
+    fields = {k.partition(".")[2]: msg[k] for k in msg if k != "y"}
+    stage.decode_forward(fields, None, Context(True, h.cut, 0, torch.Generator().manual_seed(0)))
+
+
 def test_unavailable_without_compressai(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(method_mod, "missing_modules", lambda names: list(names))
     monkeypatch.setattr(catalog, "missing_modules", lambda names: list(names))
