@@ -204,12 +204,14 @@ class ADC(Method):
             raise WireFormatError(f"adc: {B} labels do not fit {T} merged samples, or unexpected fields")
         if T < B:
             cid = expect_tensor(fields, "cid", "adc", shape=(B,), high=T - 1).long()
-            if bool((torch.bincount(cid, minlength=T) == 0).any()):
+            size = torch.bincount(cid, minlength=T)
+            if bool((size == 0).any()):
                 raise WireFormatError("adc: every cluster needs at least one member")
         else:
-            cid = torch.arange(B, device=y.device)
-        member = F.one_hot(cid, T).float()
-        return (member / member.sum(0, keepdim=True)).T @ F.one_hot(y, C).float()
+            cid, size = torch.arange(B, device=y.device), torch.ones(B, dtype=torch.long, device=y.device)
+        # The cluster sizes as the validation counted them: the same float32 values the member
+        # matrix's column sums would give (sums of ones), one reduction fewer.
+        return (F.one_hot(cid, T).float() / size.float()).T @ F.one_hot(y, C).float()
 
     # -- analytic size --------------------------------------------------------------------------
     def analytic_forward(self, batch: int, in_shape: tuple[int, ...], training: bool) -> tuple[int, int]:
