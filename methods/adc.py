@@ -209,9 +209,11 @@ class ADC(Method):
                 raise WireFormatError("adc: every cluster needs at least one member")
         else:
             cid, size = torch.arange(B, device=y.device), torch.ones(B, dtype=torch.long, device=y.device)
-        # The cluster sizes as the validation counted them: the same float32 values the member
-        # matrix's column sums would give (sums of ones), one reduction fewer.
-        return (F.one_hot(cid, T).float() / size.float()).T @ F.one_hot(y, C).float()
+        # Bit for bit the member-mean of one-hot labels, (one_hot(cid) / sizes).T @ one_hot(y), at
+        # less cost: the sizes as the validation counted them (the column sums of ones), and
+        # one-hot matrices scattered straight into float32 (F.one_hot re-checks the ranges
+        # checked above, then converts).
+        return (_one_hot(cid, T) / size.float()).T @ _one_hot(y, C)
 
     # -- analytic size --------------------------------------------------------------------------
     def analytic_forward(self, batch: int, in_shape: tuple[int, ...], training: bool) -> tuple[int, int]:
@@ -222,6 +224,12 @@ class ADC(Method):
         if self.config["labels"] == "soft":
             return 4 * T * C, T
         return label_nbytes(batch, C) + (packed_nbytes(batch, bits_for(T)) if T < batch else 0), T
+
+
+def _one_hot(index: torch.Tensor, classes: int) -> torch.Tensor:
+    """float32 one-hot rows of `index` (values already checked to lie in [0, classes))."""
+    out = torch.zeros(index.shape[0], classes, device=index.device)
+    return out.scatter_(1, index[:, None], 1.0)
 
 
 def kmeans(
