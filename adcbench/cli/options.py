@@ -240,9 +240,9 @@ def check_inputs(method: str, kw: dict[str, Any]) -> int | None:
     if kw.get("data") and not (path := Path(kw["data"]).expanduser()).exists():
         task = kw["task_spec"].split(":")[0]  # as data/sources.resolve_local says it, without the data stack
         raise DatasetNotFoundError(f"{task}: data path {path} does not exist")
-    check_data(kw["task_spec"], kw.get("data"))
     check_device_name(kw["device"])
     check_nominal(method, kw.get("budget_accounting"))
+    check_data(kw["task_spec"], kw.get("data"))  # last: it may probe the hub (up to 3 s)
     return parse_bytes(kw["budget_bytes"]) if kw["budget_bytes"] else None
 
 
