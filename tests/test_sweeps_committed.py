@@ -49,12 +49,18 @@ def test_paper_grids_state_the_papers_budget() -> None:
     assert {c.arch for c in cifar} == {"deit_tiny_patch16_224", "deit_small_patch16_224"}
 
 
-def test_the_codecs_study_shares_the_studys_tasks_and_options() -> None:
-    """sweeps/study-codecs.yaml is apart only for its optional extra: its runs must be comparable."""
+@pytest.mark.parametrize("name", ["study-codecs", "study-extra"])
+def test_the_studys_side_files_share_its_tasks_and_options(name: str) -> None:
+    """The newer methods' study files are apart for their extra or their seed count only: their runs
+    must be comparable with the study's (same tasks, options, and seeds among the study's)."""
     import yaml
 
-    study, codecs = (yaml.safe_load((SWEEPS[0].parent / f"{n}.yaml").read_text()) for n in ("study", "study-codecs"))
-    assert (codecs["tasks"], codecs["options"], codecs["seeds"]) == (study["tasks"], study["options"], study["seeds"])
+    study, side = (yaml.safe_load((SWEEPS[0].parent / f"{n}.yaml").read_text()) for n in ("study", name))
+    assert (side["tasks"], side["options"]) == (study["tasks"], study["options"])
+    assert side["seeds"] == 0 and study["seeds"] == "0-2"
+    assert not {m if isinstance(m, str) else m["method"] for m in side["methods"]} & {
+        m if isinstance(m, str) else m["method"] for m in study["methods"]
+    }
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
