@@ -133,6 +133,28 @@ def test_headline_names_the_leader_margin_and_overlap() -> None:
     assert "intervals overlap" in headlines(eq)[0]
 
 
+def test_headline_ranks_the_configurations_with_the_most_seeds() -> None:
+    """A one-seed score above the three-seed leader is named as such, not made the leader."""
+    eq = pd.DataFrame(
+        {
+            "method": ["x", "y", "lucky"],
+            "config_hash": ["1", "2", "3"],
+            "budget": [1e6] * 3,
+            "reached": [3, 3, 1],
+            "seeds": [3, 3, 1],
+            "acc": [0.6, 0.5, 0.7],
+            "ci95": [0.01, 0.01, float("nan")],
+        }
+    )
+    [line] = headlines(eq)
+    assert "`x` leads with 0.600, +0.100 over `y`" in line and "do not overlap" in line
+    assert line.endswith("(`lucky` scored 0.700 on 1 seed only).")
+    eq.loc[2, "acc"] = 0.55  # below the leader: not named
+    assert "lucky" not in headlines(eq)[0]
+    eq = eq.assign(reached=1, seeds=1)  # all single seeds: ranked among themselves, as before
+    assert "`lucky` leads" in headlines(eq.assign(acc=[0.6, 0.5, 0.7]))[0]
+
+
 def test_leaderboard_tables_policy_pareto_and_determinism(tmp_path: Path) -> None:
     res = write(tmp_path / "results", RECORDS)
     md, plots = tmp_path / "lb.md", tmp_path / "plots"

@@ -285,23 +285,33 @@ def equal_steps(hist: pd.DataFrame) -> tuple[int | None, pd.DataFrame]:
 
 def headlines(eq: pd.DataFrame) -> list[str]:
     """Per budget: which configuration leads, by how much over the runner-up, and whether their 95 %
-    intervals overlap. Computed, never written by hand."""
+    intervals overlap. Computed, never written by hand. Leader and runner-up come from the
+    configurations with the most seeds at that budget (a one-seed score is not a ranking); one
+    with fewer seeds that scored higher is named after them, as such."""
     lines = []
     for budget, g in eq.groupby("budget", sort=True):
         g = g[g["acc"].notna() & (g["reached"] == g["seeds"])].sort_values(["acc", "method"], ascending=[False, True])
-        if len(g) < 2:
+        ranked = g[g["reached"] == g["reached"].max()]
+        if len(ranked) < 2:
+            ranked = g
+        if len(ranked) < 2:
             continue
-        a, b = g.iloc[0], g.iloc[1]
+        a, b = ranked.iloc[0], ranked.iloc[1]
         ca = 0.0 if math.isnan(a["ci95"]) else a["ci95"]
         cb = 0.0 if math.isnan(b["ci95"]) else b["ci95"]
         overlap = a["acc"] - ca <= b["acc"] + cb
         verdict = "the 95 % intervals overlap" if overlap else "the 95 % intervals do not overlap"
         if math.isnan(a["ci95"]) or math.isnan(b["ci95"]):
             verdict = "too few seeds for an interval"
-        lines.append(
+        line = (
             f"At {_mb(budget)} of training traffic, `{a['method']}` leads with {a['acc']:.3f}, "
-            f"{a['acc'] - b['acc']:+.3f} over `{b['method']}` ({b['acc']:.3f}); {verdict}."
+            f"{a['acc'] - b['acc']:+.3f} over `{b['method']}` ({b['acc']:.3f}); {verdict}"
         )
+        above = g[(g["reached"] < a["reached"]) & (g["acc"] > a["acc"])]
+        if len(above):
+            c, n = above.iloc[0], int(above.iloc[0]["reached"])
+            line += f" (`{c['method']}` scored {c['acc']:.3f} on {n} seed{'s' if n != 1 else ''} only)"
+        lines.append(line + ".")
     return lines
 
 
