@@ -279,6 +279,7 @@ def test_jobs_run_at_once_with_the_cores_split_between_them(tmp_path, monkeypatc
     assert (summary.done, summary.failed) == (2, [])
     recs = read_records(tmp_path / "res" / "digits.jsonl")
     assert [r["provenance"]["torch_threads"] for r in recs] == [2, 2]  # cores // jobs
+    assert [r["runtime"]["concurrent_runs"] for r in recs] == [2, 2]  # what their wall times shared
 
 
 def test_the_committed_digits_grid_recognises_the_committed_records_as_done():

@@ -27,6 +27,7 @@ from adcbench.core.records import append_record
 from adcbench.sweep.grid import Run, SweepError, one_line
 from adcbench.train.config import RunConfig
 from adcbench.train.loop import run as train_run
+from adcbench.train.runtime import CONCURRENT_ENV
 
 OnDone = Callable[[Run, "Outcome"], bool]  # returns False to stop the sweep (--fail-fast)
 
@@ -66,8 +67,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _init_worker(parent: int, jobs: int) -> None:
+    """Worker initializer: the run's record says how many runs shared the machine with it (its
+    wall time means nothing without that), then the parent watch below."""
+    os.environ[CONCURRENT_ENV] = str(jobs)
+    _end_with_parent(parent)
+
+
 def _end_with_parent(parent: int) -> None:
-    """Worker initializer: a watchdog thread ends this worker as soon as the sweep process that
+    """A watchdog thread ends this worker as soon as the sweep process that
     started it is gone (killed, or crashed): orphaned workers would go on training and appending
     records nobody waits for. The run's checkpoint, if any, lets the next sweep resume it.
     Workers are the fork server's children: when the sweep dies the server exits and the worker
@@ -99,7 +107,9 @@ class Local:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["adcbench.sweep.launch"])
         parent = (os.getpid(),)
-        with cf.ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_end_with_parent, initargs=parent) as pool:
+        with cf.ProcessPoolExecutor(
+            self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(*parent, self.jobs)
+        ) as pool:
             futures = {
                 pool.submit(execute, dataclasses.replace(r.cfg, threads=r.cfg.threads or threads, progress=False)): r
                 for r in runs
