@@ -2,10 +2,10 @@
 # The real-image study (sweeps/study.yaml) end to end, resumable at every level: the two warm
 # starts (checkpointed every 200 steps), then the sweep one seed at a time (so whatever has
 # finished is a whole seed of every configuration), then the leaderboard. Run it again after an
-# interruption: finished warm starts and runs are skipped, killed ones resume. With seed 0 come
-# the newer methods' one-seed files: sweeps/study-extra.yaml, and sweeps/study-codecs.yaml (the
-# entropy-coded bottleneck) where CompressAI is installed (pip install -e ".[codecs]"), otherwise
-# that file is skipped with a message.
+# interruption: finished warm starts and runs are skipped, killed ones resume. With seed 0 comes
+# sweeps/study-extra.yaml (four newer methods, one seed); each seed also runs
+# sweeps/study-codecs.yaml (the entropy-coded bottleneck) where CompressAI is installed
+# (pip install -e ".[codecs]"), otherwise that file is skipped with a message.
 #   bash benchmarks/study.sh            # ~1.5 h of warm starts, then the sweep, on 2 CPU cores
 # JOBS=1 runs one run at a time (default 2: one per core, one torch thread each).
 set -euo pipefail
@@ -19,11 +19,11 @@ for seed in 0 1 2; do
   adcbench sweep sweeps/study.yaml --seeds "$seed" --jobs "$JOBS" --threads 1 --quiet --out results
   if [ "$seed" = 0 ]; then
     adcbench sweep sweeps/study-extra.yaml --jobs "$JOBS" --threads 1 --quiet --out results
-    if python -c "import compressai" 2>/dev/null; then
-      adcbench sweep sweeps/study-codecs.yaml --jobs "$JOBS" --threads 1 --quiet --out results
-    else
-      echo "study: compressai is not installed: sweeps/study-codecs.yaml skipped (pip install -e \".[codecs]\")"
-    fi
+  fi
+  if python -c "import compressai" 2>/dev/null; then
+    adcbench sweep sweeps/study-codecs.yaml --seeds "$seed" --jobs "$JOBS" --threads 1 --quiet --out results
+  else
+    echo "study: compressai is not installed: sweeps/study-codecs.yaml skipped (pip install -e \".[codecs]\")"
   fi
   echo "study: seed $seed took $(( $(date +%s) - start )) s"
 done
