@@ -204,21 +204,13 @@ class ADC(Method):
         if B == 0 or self.clusters(B) != T or set(fields) != ({"y", "cid"} if T < B else {"y"}):
             raise WireFormatError(f"adc: {B} labels do not fit {T} merged samples, or unexpected fields")
         if T < B:
-            cid = expect_tensor(fields, "cid", "adc", shape=(B,), high=T - 1).numpy()
-            size = np.bincount(cid, minlength=T)
-            if not size.all():
+            cid = expect_tensor(fields, "cid", "adc", shape=(B,), high=T - 1).long()
+            size = torch.bincount(cid, minlength=T)
+            if not bool(size.all()):
                 raise WireFormatError("adc: every cluster needs at least one member")
         else:
-            cid, size = np.arange(B), np.ones(B, dtype=np.int64)
-        # Bit for bit the client's member mean of one-hot labels, (one_hot(cid) / sizes).T @
-        # one_hot(y): the same float32 operands in the same layouts reach the same matmul. The
-        # operands are built in numpy (a few microseconds per call, where each torch call costs
-        # tens of microseconds on a cold cache); the sizes are the validation's counts.
-        weights = np.zeros((B, T), dtype=np.float32)
-        weights[np.arange(B), cid] = (np.float32(1) / size.astype(np.float32))[cid]
-        onehot = np.zeros((B, C), dtype=np.float32)
-        onehot[np.arange(B), y.numpy()] = 1
-        return torch.from_numpy(weights).T @ torch.from_numpy(onehot)
+            cid, size = torch.arange(B, device=y.device), torch.ones(B, dtype=torch.long, device=y.device)
+        return _member_mean(cid, size, y, T, C)
 
     # -- analytic size --------------------------------------------------------------------------
     def analytic_forward(self, batch: int, in_shape: tuple[int, ...], training: bool) -> tuple[int, int]:
@@ -229,6 +221,25 @@ class ADC(Method):
         if self.config["labels"] == "soft":
             return 4 * T * C, T
         return label_nbytes(batch, C) + (packed_nbytes(batch, bits_for(T)) if T < batch else 0), T
+
+
+def _member_mean(cid: torch.Tensor, size: torch.Tensor, y: torch.Tensor, T: int, C: int) -> torch.Tensor:
+    """Bit for bit the client's member mean of one-hot labels, (one_hot(cid) / sizes).T @
+    one_hot(y) (values already checked; sizes are the validation's counts): the same float32
+    operands in the same layouts reach the same matmul. On the CPU (where decoded fields live)
+    the operands are built in numpy, a few microseconds per call where each torch call costs tens
+    on a cold cache; elsewhere (fields moved to a device) in torch."""
+    B = y.shape[0]
+    if type(y) is torch.Tensor and y.device.type == "cpu" and cid.device.type == "cpu":
+        c = cid.numpy()
+        weights = np.zeros((B, T), dtype=np.float32)
+        weights[np.arange(B), c] = (np.float32(1) / size.numpy().astype(np.float32))[c]
+        onehot = np.zeros((B, C), dtype=np.float32)
+        onehot[np.arange(B), y.numpy()] = 1
+        return torch.from_numpy(weights).T @ torch.from_numpy(onehot)
+    member = torch.zeros(B, T, device=y.device).scatter_(1, cid[:, None], 1.0)
+    onehot = torch.zeros(B, C, device=y.device).scatter_(1, y[:, None], 1.0)
+    return (member / size.float()).T @ onehot
 
 
 def kmeans(
