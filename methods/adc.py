@@ -37,6 +37,7 @@ from adcbench.core.method import (
     Decoded,
     Fields,
     Method,
+    cpu_array,
     expect_tensor,
     label_field,
     label_nbytes,
@@ -226,16 +227,15 @@ class ADC(Method):
 def _member_mean(cid: torch.Tensor, size: torch.Tensor, y: torch.Tensor, T: int, C: int) -> torch.Tensor:
     """Bit for bit the client's member mean of one-hot labels, (one_hot(cid) / sizes).T @
     one_hot(y) (values already checked; sizes are the validation's counts): the same float32
-    operands in the same layouts reach the same matmul. On the CPU (where decoded fields live)
-    the operands are built in numpy, a few microseconds per call where each torch call costs tens
-    on a cold cache; elsewhere (fields moved to a device) in torch."""
+    operands in the same layouts reach the same matmul. Built in numpy where the fields are
+    plain CPU tensors (`cpu_array`), in torch where they were moved to a device."""
     B = y.shape[0]
-    if type(y) is torch.Tensor and y.device.type == "cpu" and cid.device.type == "cpu":
-        c = cid.numpy()
+    yn, c = cpu_array(y), cpu_array(cid)
+    if yn is not None and c is not None:
         weights = np.zeros((B, T), dtype=np.float32)
         weights[np.arange(B), c] = (np.float32(1) / size.numpy().astype(np.float32))[c]
         onehot = np.zeros((B, C), dtype=np.float32)
-        onehot[np.arange(B), y.numpy()] = 1
+        onehot[np.arange(B), yn] = 1
         return torch.from_numpy(weights).T @ torch.from_numpy(onehot)
     member = torch.zeros(B, T, device=y.device).scatter_(1, cid[:, None], 1.0)
     onehot = torch.zeros(B, C, device=y.device).scatter_(1, y[:, None], 1.0)

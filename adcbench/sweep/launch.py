@@ -106,10 +106,8 @@ class Local:
         # so N workers cost one import (seconds) instead of N.
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["adcbench.sweep.launch"])
-        parent = (os.getpid(),)
-        with cf.ProcessPoolExecutor(
-            self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(*parent, self.jobs)
-        ) as pool:
+        init = (os.getpid(), self.jobs)
+        with cf.ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker, initargs=init) as pool:
             futures = {
                 pool.submit(execute, dataclasses.replace(r.cfg, threads=r.cfg.threads or threads, progress=False)): r
                 for r in runs
