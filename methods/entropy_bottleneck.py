@@ -44,7 +44,8 @@ from adcbench.errors import WireFormatError
 from adcbench.methods.bottleneck import Bottleneck
 from adcbench.wire import Category, Field, bits_for, packed_nbytes
 
-INSTALL = 'pip install -e ".[codecs]"'
+# Two steps: compressai's metadata pins numpy<2, under pyarrow's minimum (pyproject.toml, codecs).
+INSTALL = 'pip install -e ".[codecs]" && pip install --no-deps compressai==1.2.8'
 MAX_SYMBOLS = 256  # table entries per channel the decoder accepts (pmf length + 2 <= this)
 _HALF = MAX_SYMBOLS // 2 - 2  # quantile reach on either side of the median
 _TOP = 1 << 16  # CompressAI's CDF precision: tables run from 0 to 2^16

@@ -12,10 +12,11 @@ import adcbench.core.method as method_mod
 from adcbench.cli import catalog
 from adcbench.core.method import METHODS, Context
 from adcbench.errors import ParamError, WireFormatError
+from adcbench.methods.entropy_bottleneck import INSTALL
 from adcbench.wire import Field
 
 have_compressai = not METHODS.get("entropy-code").missing()
-needs = pytest.mark.skipif(not have_compressai, reason='needs compressai: pip install -e ".[codecs]"')
+needs = pytest.mark.skipif(not have_compressai, reason=f"needs compressai: {INSTALL}")
 
 
 def _code_length_bits(fields: dict[str, Field], C: int) -> float:
