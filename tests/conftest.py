@@ -36,9 +36,16 @@ def _offline(monkeypatch):
 @pytest.fixture(scope="session")
 def real_data_cache(tmp_path_factory) -> str:
     """One cache for the tests of the real archives (../shared/data): decoding CIFAR-10's 60,000
-    JPEGs costs about 15 s, once per test process instead of once per test. The archives are
-    read-only and the decoded cache is keyed by their identity, so sharing it hides nothing."""
-    return str(tmp_path_factory.mktemp("real-data-cache"))
+    JPEGs costs about 15 s, once per test session instead of once per test. The archives are
+    read-only and the decoded cache is keyed by their identity, so sharing it hides nothing. Under
+    pytest-xdist the workers share it too (their base folders' parent is the session's): the
+    first to need a split decodes it, the other waits for that decode (data/sources/base.py)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path = root / "real-data-cache"
+    path.mkdir(exist_ok=True)
+    return str(path)
 
 
 @pytest.fixture(autouse=True)

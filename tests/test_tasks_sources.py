@@ -367,6 +367,33 @@ def test_dataloader_workers(tmp_path, task_cls):
     assert sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
 
 
+def test_a_second_decoder_of_one_cold_entry_waits_and_maps_the_first_ones(tmp_path):
+    """Two decoders of one split on a cold cache (a sweep's two jobs, two test workers): one
+    decodes, the other waits for it and maps its entry instead of decoding the same images again."""
+    import threading
+
+    started, calls, results = threading.Event(), [], []
+
+    def items():
+        calls.append(threading.current_thread().name)
+        started.set()
+        time.sleep(0.5)  # the other decoder arrives while this one is still decoding
+        for i, cls in enumerate(CLASSES):
+            yield cls, encode(COLOURS[cls]), f"img{i}.png"
+
+    def decode():
+        results.append(sources.cached_decode("t", "train", ["same"], 16, 3, items, "here", "origin"))
+
+    first = threading.Thread(target=decode, name="first")
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=decode, name="second")
+    second.start()
+    first.join(), second.join()
+    assert calls == ["first"]
+    assert [r.labels.tolist() for r in results] == [[0, 1, 2]] * 2
+
+
 def test_cached_report_keeps_the_full_bad_count(tmp_path):
     files = layout(n_train=234, n_test=1)  # 702 good train images
     for i in range(6):  # 6 bad: 0.85 %, more than the 5 example names kept

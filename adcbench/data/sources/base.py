@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from adcbench.core.cache import atomic_dir, cache_dir, config_hash
 from adcbench.data.images import BadImages, DataFormatError, check_bad, decode_image
@@ -172,8 +173,13 @@ def cached_decode(
     )
     entry = cache_dir("data") / f"{tag}-{split}-{size}px-{key}"
     if not (entry / "meta.json").exists():
-        with atomic_dir(entry) as tmp:
-            decode_to_cache(items(), tmp, size, channels, where, classes)
+        # One decoder per entry: another process on the same cold cache (a sweep's other job, a
+        # second test worker) waits for this decode instead of repeating it on the same cores.
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(entry.with_name(f".{entry.name}.lock")):
+            if not (entry / "meta.json").exists():
+                with atomic_dir(entry) as tmp:
+                    decode_to_cache(items(), tmp, size, channels, where, classes)
     split_data = load_cached(entry, origin)
     bad = split_data.bad
     if bad["skipped"]:  # reported on every load, not only the one that decoded
