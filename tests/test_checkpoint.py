@@ -119,3 +119,38 @@ def test_pretraining_killed_midway_resumes_to_the_same_weights(tmp_path, monkeyp
     resumed = load_file(str(path))
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
     assert __import__("json").loads(path.with_suffix(".json").read_text())["steps"] == 12
+
+
+def test_a_warm_start_resumes_only_at_the_thread_count_it_began_with(tmp_path, monkeypatch):
+    """The weights' bits depend on torch's thread count: it is recorded, and a resume at another
+    count (which would match no uninterrupted run) is refused before any data loads."""
+    from _taskdata import Tiny, layout, write_folder
+
+    import adcbench.train.pretrain as pt
+    from adcbench.errors import ParamError
+
+    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "ds", layout(n_train=6, n_test=2))
+    kw = dict(epochs=2, lr=1e-3, seed=0, progress=False, checkpoint_every=2)  # 4 steps an epoch
+    real_save = pt._save
+
+    def crash_after_step_2(resume, steps, *a):
+        real_save(resume, steps, *a)
+        if steps == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pt, "_save", crash_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        pt.pretrain(Tiny(data=str(root)), threads=1, **kw)
+    monkeypatch.setattr(pt, "_save", real_save)
+    monkeypatch.setattr(Tiny, "splits", lambda *a: pytest.fail("loaded data before refusing"))
+    try:
+        with pytest.raises(ParamError, match=r"began at 1 torch thread\(s\), not 2: resume it with --threads 1"):
+            pt.pretrain(Tiny(data=str(root)), threads=2, **kw)
+    finally:
+        torch.set_num_threads(1)
+    monkeypatch.undo()
+    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path / "cache"))
+    path = pt.pretrain(Tiny(data=str(root)), threads=1, **kw)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["threads"] == 1 and meta["command"].endswith("--threads 1") and meta["steps"] == 8

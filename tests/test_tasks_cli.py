@@ -61,6 +61,9 @@ def test_pretrain_then_run_from_the_warm_start(tmp_path):
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "r" / "cifar10.jsonl").read_text().splitlines()[-1])
     assert record["model"]["init"] == "warmstart" and record["model"]["recipe"]["epochs"] == 1
+    # the thread count that reproduces the warm start's bits travels with it (tests: 1, conftest.py)
+    assert record["model"]["warmstart"]["threads"] == 1
+    assert record["model"]["warmstart"]["command"].endswith(" --epochs 1 --batch-size 4 --threads 1")
 
 
 def test_task_parameters_reach_the_task(tmp_path):

@@ -31,6 +31,12 @@ from adcbench.cli.options import _task_spec
 )
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop early (smoke tests).")
 @click.option("--force", is_flag=True, help="Train again even if this recipe's checkpoint exists.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="torch CPU threads [default: as `run`]; the weights' bits depend on it (recorded in the checkpoint).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(
     task_spec: str,
@@ -43,6 +49,7 @@ def pretrain(
     val_fraction: float,
     max_steps: int | None,
     force: bool,
+    threads: int | None,
     quiet: bool,
 ) -> None:
     """Train the task's unsplit, uncompressed backbone once (CPU warm start) for --init warmstart."""
@@ -65,6 +72,7 @@ def pretrain(
         max_steps=max_steps,
         force=force,
         progress=not quiet,
+        threads=threads,
     )
     meta = json.loads(path.with_suffix(".json").read_text())
     recipe = meta["recipe"]

@@ -168,7 +168,15 @@ def build_backbone(task: Task, init: str = "scratch", arch: str | None = None) -
             recipe=meta.get("recipe"),
             warmstart={
                 k: meta.get(k)
-                for k in ("command", "final_test_accuracy", "final_val_accuracy", "steps", "created", "versions")
+                for k in (
+                    "command",
+                    "threads",
+                    "final_test_accuracy",
+                    "final_val_accuracy",
+                    "steps",
+                    "created",
+                    "versions",
+                )
             },
         )
         info["warmstart"]["data_source"] = (meta.get("data") or {}).get("source")

@@ -62,8 +62,11 @@ def checkpoint_path(task: Task, arch: str | None = None, recipe: dict[str, Any] 
     return cache_dir("warmstart") / f"{task.registry_name}-{arch or task.arch}-{key}.safetensors"
 
 
-def pretrain_command(task: Task, recipe: dict[str, Any] | None = None, arch: str | None = None) -> str:
-    """The `adcbench pretrain` command line for a task (and a recipe's non-default settings)."""
+def pretrain_command(
+    task: Task, recipe: dict[str, Any] | None = None, arch: str | None = None, threads: int | None = None
+) -> str:
+    """The `adcbench pretrain` command line for a task (and a recipe's non-default settings, and
+    the thread count that reproduces its bits)."""
     spec = format_spec(task.registry_name, task.config, {p.name: p.default for p in task.params})
     cmd = f"adcbench pretrain --task {spec}" + (f" --data {task.data}" if task.data else "")
     if arch:
@@ -79,7 +82,7 @@ def pretrain_command(task: Task, recipe: dict[str, Any] | None = None, arch: str
     ):
         if recipe is not None and key in recipe and recipe[key] != default.get(key):
             cmd += f" {flag} {recipe[key]:g}" if isinstance(recipe[key], float) else f" {flag} {recipe[key]}"
-    return cmd
+    return cmd + (f" --threads {threads}" if threads is not None else "")
 
 
 def describe_recipe(recipe: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from adcbench.core.cache import write_json_atomic
 from adcbench.core.params import parse_spec
 from adcbench.core.records import adcbench_version
 from adcbench.data.task import Task, get_task
-from adcbench.errors import TrainingDivergedError
+from adcbench.errors import ParamError, TrainingDivergedError
 from adcbench.model.backbones import build_backbone, file_sha256
 from adcbench.model.warmstart import (
     DEFAULT_SEED,
@@ -30,7 +30,15 @@ from adcbench.model.warmstart import (
     find_warmstart,
     pretrain_command,
 )
-from adcbench.train.checkpoint import BatchStream, CheckpointFile, resumable_loader, rng_state, set_rng_state
+from adcbench.train.checkpoint import (
+    BatchStream,
+    CheckpointFile,
+    read_sidecar,
+    resumable_loader,
+    rng_state,
+    set_rng_state,
+)
+from adcbench.train.runtime import set_threads
 
 __all__ = ["pretrain", "evaluate", "checkpoint_path", "default_recipe", "find_warmstart", "pretrain_command"]
 
@@ -67,13 +75,16 @@ def pretrain(
     force: bool = False,
     progress: bool = True,
     checkpoint_every: int = 200,
+    threads: int | None = None,
 ) -> Path:
     """Train `task`'s unsplit backbone from scratch and cache it; return the checkpoint path.
 
     An existing checkpoint with the same key is reused unless `force`. `max_steps` stops early
     (for smoke tests); it is part of the recipe, so it never masquerades as a full warm start.
     Every `checkpoint_every` steps the state is saved next to the cache entry; a run killed and
-    started again continues from there to the same weights (0: no checkpoints)."""
+    started again continues from there to the same weights (0: no checkpoints). `threads` as a
+    run's `--threads`: the weights' bits depend on torch's thread count (float reductions), so it is
+    recorded, named in the regenerating command, and a resume at another count is refused."""
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
@@ -87,22 +98,24 @@ def pretrain(
     if path.is_file() and path.with_suffix(".json").is_file() and not force:
         return path
 
+    runtime = set_threads(threads)
+    # Hours on a CPU: a killed pretraining resumes from its last checkpoint (unless `force`).
+    resume = CheckpointFile(path.parent, f"{path.stem}.resume")
+    if force:
+        resume.remove()
+    _check_resume_threads(resume, runtime["threads"])  # before any data or model is loaded
     torch.manual_seed(seed)
     model, _ = build_backbone(task, "scratch", arch)
     splits = task.splits(val_fraction, val_seed)
     bs = min(recipe["batch_size"], len(splits.train))  # type: ignore[arg-type]
     batches = BatchStream(resumable_loader(splits.train, bs, seed, task.num_workers), recipe["epochs"])
     opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
-    # Hours on a CPU: a killed pretraining resumes from its last checkpoint (unless `force`).
-    resume = CheckpointFile(path.parent, f"{path.stem}.resume")
-    if force:
-        resume.remove()
     steps, elapsed = _resume(resume, model, opt, batches)
     start = time.time() - elapsed
     total = recipe["epochs"] * len(batches.loader)
     total = total if max_steps is None else min(max_steps, total)
     bar = tqdm(total=total, initial=steps, desc=f"pretrain {task.registry_name}", disable=not progress, unit="step")
-    save = lambda n: _save(resume, n, model, opt, batches, start, checkpoint_every)  # noqa: E731
+    save = lambda n: _save(resume, n, model, opt, batches, start, checkpoint_every, runtime["threads"])  # noqa: E731
     steps = _train(task, model, opt, batches, bar, steps, max_steps, save)
     bar.close()
     test_acc = evaluate(model, splits.test, bs, task.num_workers)
@@ -128,7 +141,9 @@ def pretrain(
             "timm": timm.__version__,
             "python": platform.python_version(),
         },
-        "command": pretrain_command(task, recipe, arch),
+        "threads": runtime["threads"],
+        "runtime": runtime,
+        "command": pretrain_command(task, recipe, arch, threads=runtime["threads"]),
     }
     write_json_atomic(path.with_suffix(".json"), meta)
     tmp.replace(path)  # weights last: a checkpoint file always has its sidecar
@@ -167,11 +182,30 @@ def _train(
 
 
 def _save(
-    resume: CheckpointFile, steps: int, model: nn.Module, opt: Any, batches: BatchStream, start: float, every: int
+    resume: CheckpointFile,
+    steps: int,
+    model: nn.Module,
+    opt: Any,
+    batches: BatchStream,
+    start: float,
+    every: int,
+    threads: int,
 ) -> None:
     if every and steps % every == 0:
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng_state(), "steps": steps}
-        resume.save({**state, "stream": batches.state(), "elapsed": time.time() - start}, {"step": steps})
+        state.update(stream=batches.state(), elapsed=time.time() - start, threads=threads)
+        resume.save(state, {"step": steps, "threads": threads})
+
+
+def _check_resume_threads(resume: CheckpointFile, threads: int) -> None:
+    """A resume at another thread count would continue with other float reductions: the weights
+    would match neither an uninterrupted run at the old count nor one at the new."""
+    began = (read_sidecar(resume.sidecar) or {}).get("threads", threads)  # older files: as asked
+    if began != threads:
+        raise ParamError(
+            f"this warm start began at {began} torch thread(s), not {threads}: resume it with "
+            f"--threads {began} (the weights' bits depend on the thread count) or start over with --force"
+        )
 
 
 def _resume(
