@@ -366,3 +366,26 @@ def test_killing_the_sweep_ends_its_workers_mid_run(tmp_path):
     assert not alive, f"workers {sorted(alive)} outlived their sweep"
     records = out / "digits.jsonl"
     assert not records.exists() or read_records(records) == [], "a run's record was written after its sweep died"
+
+
+def test_new_seeds_from_another_warm_start_are_refused_before_they_mix(tmp_path, monkeypatch):
+    """The run id names `--init warmstart`, not the weights: a machine whose warm start came out
+    differently must not append seeds to results averaged over the old one (exit 2, one line)."""
+    import json
+
+    import adcbench.sweep.state as state
+    from adcbench.train.loop import run
+
+    out = tmp_path / "res"
+    rec = run(RunConfig(out=str(out), **TINY))  # a completed record, then made one from warm start aaa...
+    rec["model"].update(init="warmstart", sha256="a" * 64, warmstart={"command": "adcbench pretrain --task digits"})
+    (out / "digits.jsonl").write_text(json.dumps(rec) + "\n")
+    runs = prepare([make_run(RunConfig(out=str(out), init="warmstart", seed=1, **TINY), "t")], 1, False)
+    here = {"sha256": "b" * 64}
+    monkeypatch.setattr(state, "find_warmstart", lambda *a: (Path("here.safetensors"), here))
+    with pytest.raises(state.SweepError, match=r"sha256 aaaaaaaaaaaa, but this machine's .* is bbbbbbbbbbbb"):
+        state.check_warm_starts(runs, statuses(runs))
+    r = CliRunner().invoke(main, ["sweep", "--method", "none", "--init", "warmstart", "--seeds", "1", "--out", str(out)])
+    assert r.exit_code == 2 and "averaged over two backbones" in r.output and len(r.output.splitlines()) == 1
+    here["sha256"] = "a" * 64  # the same warm start: nothing to refuse
+    state.check_warm_starts(runs, statuses(runs))

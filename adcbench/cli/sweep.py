@@ -128,10 +128,11 @@ def sweep(ctx: click.Context, file: str | None, methods: tuple[str, ...], seeds:
     for spec in (s for m in methods for s in expand_braces(m)):  # names and parameters: no torch yet
         check_inputs(spec, kw)
     from adcbench.sweep.runner import dry_run, prepare, run_sweep
-    from adcbench.sweep.state import parse_shard, shard
+    from adcbench.sweep.state import check_warm_starts, parse_shard, shard, statuses
 
     runs = shard(_grid(ctx, file, methods, seeds, kw), parse_shard(kw["shard"]))
     runs = prepare(runs, kw["checkpoint_every"], kw["keep_checkpoints"])
+    check_warm_starts(runs, statuses(runs))
     if kw["dry_run"]:
         dry_run(runs, click.echo)
         return

@@ -12,9 +12,12 @@ import json
 import re
 from pathlib import Path
 
+from adcbench.errors import AdcbenchError
+from adcbench.model.initspec import is_warmstart_init
+from adcbench.model.warmstart import find_warmstart, warmstart_source
 from adcbench.sweep.grid import Run, SweepError
 from adcbench.train.checkpoint import read_sidecar
-from adcbench.train.identity import record_run_id
+from adcbench.train.identity import build_task, record_run_id
 
 
 def checkpoint_dir(run: Run) -> str:
@@ -67,6 +70,43 @@ def statuses(runs: list[Run]) -> list[Status]:
         else:
             out.append(Status("todo"))
     return out
+
+
+def check_warm_starts(runs: list[Run], states: list[Status]) -> None:
+    """Refuse to add runs from another warm start to results that already hold runs of the same
+    task and --init: the run id names the init (`warmstart:cifar10`), not its weights, so on a
+    machine whose warm start came out differently (another thread count, code or data) the new
+    seeds would silently be averaged with the old ones over two different backbones."""
+    cache: dict[Path, dict[str, dict]] = {}
+    checked: set[tuple[Path, str, str]] = set()
+    for run, state in zip(runs, states):
+        init = run.cfg.init
+        path = Path(run.cfg.out or "results") / f"{run.cfg.task}.jsonl"
+        if state.state == "done" or not init or not is_warmstart_init(init) or (path, run.cfg.task, init) in checked:
+            continue
+        checked.add((path, run.cfg.task, init))
+        if path not in cache:
+            cache[path] = _records(path)
+        old = {
+            r["model"]["sha256"]: r
+            for r in cache[path].values()
+            if r.get("status") == "completed" and r.get("model", {}).get("init") == init and r["model"].get("sha256")
+        }
+        if not old:
+            continue
+        try:
+            task = build_task(run.cfg)
+            where, meta = find_warmstart(warmstart_source(task, init, run.cfg.arch), run.cfg.arch)
+        except AdcbenchError:
+            continue  # no warm start here yet: the run itself says how to make one
+        if meta.get("sha256") not in old:
+            sha, rec = next(iter(old.items()))
+            raise SweepError(
+                f"{path} holds {run.cfg.task} runs from --init {init} with warm start sha256 {sha[:12]}, "
+                f"but this machine's ({where}) is {str(meta.get('sha256'))[:12]}: new seeds would be averaged "
+                f"over two backbones. Regenerate that warm start ({rec['model'].get('warmstart', {}).get('command')}) "
+                "or sweep into another --out"
+            )
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
