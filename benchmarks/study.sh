@@ -4,16 +4,20 @@
 # finished is a whole seed of every configuration), then the leaderboard. Run it again after an
 # interruption: finished warm starts and runs are skipped, killed ones resume. With seed 0 comes
 # sweeps/study-extra.yaml (four newer methods, one seed); each seed also runs
-# sweeps/study-codecs.yaml (the entropy-coded bottleneck) where CompressAI is installed
-# (pip install -e ".[codecs]"), otherwise that file is skipped with a message.
-#   bash benchmarks/study.sh            # ~1.5 h of warm starts, then the sweep, on 2 CPU cores
+# sweeps/study-codecs.yaml (the entropy-coded bottleneck) where CompressAI is installed (docs/methods.md:
+# pip install -e ".[codecs]" && pip install --no-deps compressai==1.2.8), otherwise that file is
+# skipped with a message.
+#   bash benchmarks/study.sh            # the warm starts, then the sweep, on 2 CPU cores
 # JOBS=1 runs one run at a time (default 2: one per core, one torch thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 JOBS=${JOBS:-2}
-adcbench pretrain --task cifar10 --data ../shared/data/cifar10-jpg --quiet
-adcbench pretrain --task imagenette:preset=cpu32 --data ../shared/data/imagenette2-224 --quiet
+# The two warm starts, one after the other at two threads: --threads fixes their bits (the weights
+# depend on the thread count, docs/tasks.md), and on this 2-core machine two threads trained the
+# imagenette one in 15 min where one thread took 32.
+adcbench pretrain --task cifar10 --data ../shared/data/cifar10-jpg --threads 2 --quiet
+adcbench pretrain --task imagenette:preset=cpu32 --data ../shared/data/imagenette2-224 --threads 2 --quiet
 for seed in 0 1 2; do
   start=$(date +%s)
   adcbench sweep sweeps/study.yaml --seeds "$seed" --jobs "$JOBS" --threads 1 --quiet --out results
@@ -23,7 +27,7 @@ for seed in 0 1 2; do
   if python -c "import compressai" 2>/dev/null; then
     adcbench sweep sweeps/study-codecs.yaml --seeds "$seed" --jobs "$JOBS" --threads 1 --quiet --out results
   else
-    echo "study: compressai is not installed: sweeps/study-codecs.yaml skipped (pip install -e \".[codecs]\")"
+    echo "study: compressai is not installed: sweeps/study-codecs.yaml skipped (docs/methods.md: pip install -e \".[codecs]\" && pip install --no-deps compressai==1.2.8)"
   fi
   echo "study: seed $seed took $(( $(date +%s) - start )) s"
 done

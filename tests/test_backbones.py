@@ -163,7 +163,9 @@ def test_sidecar_command_reproduces_the_recipe(tmp_path):
     root = write_folder(tmp_path / "ds", layout(n_train=2, n_test=1))
     path = pretrain(Tiny(data=str(root)), epochs=1, lr=5e-4, seed=3, max_steps=1, progress=False)
     meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["command"] == f"adcbench pretrain --task tiny --data {root} --lr 0.0005 --seed 3 --max-steps 1 --threads 1"
+    assert (
+        meta["command"] == f"adcbench pretrain --task tiny --data {root} --lr 0.0005 --seed 3 --max-steps 1 --threads 1"
+    )
     assert meta["steps"] == 1
 
 

@@ -385,7 +385,9 @@ def test_new_seeds_from_another_warm_start_are_refused_before_they_mix(tmp_path,
     monkeypatch.setattr(state, "find_warmstart", lambda *a: (Path("here.safetensors"), here))
     with pytest.raises(state.SweepError, match=r"sha256 aaaaaaaaaaaa, but this machine's .* is bbbbbbbbbbbb"):
         state.check_warm_starts(runs, statuses(runs))
-    r = CliRunner().invoke(main, ["sweep", "--method", "none", "--init", "warmstart", "--seeds", "1", "--out", str(out)])
+    r = CliRunner().invoke(
+        main, ["sweep", "--method", "none", "--init", "warmstart", "--seeds", "1", "--out", str(out)]
+    )
     assert r.exit_code == 2 and "averaged over two backbones" in r.output and len(r.output.splitlines()) == 1
     here["sha256"] = "a" * 64  # the same warm start: nothing to refuse
     state.check_warm_starts(runs, statuses(runs))

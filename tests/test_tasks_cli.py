@@ -63,6 +63,7 @@ def test_pretrain_then_run_from_the_warm_start(tmp_path):
     assert record["model"]["init"] == "warmstart" and record["model"]["recipe"]["epochs"] == 1
     # the thread count that reproduces the warm start's bits travels with it (tests: 1, conftest.py)
     assert record["model"]["warmstart"]["threads"] == 1
+    assert record["model"]["warmstart"]["git_commit"] == record["provenance"]["git_commit"]  # this checkout
     assert record["model"]["warmstart"]["command"].endswith(" --epochs 1 --batch-size 4 --threads 1")
 
 

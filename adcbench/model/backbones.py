@@ -179,6 +179,7 @@ def build_backbone(task: Task, init: str = "scratch", arch: str | None = None) -
                 )
             },
         )
+        info["warmstart"]["git_commit"] = (meta.get("provenance") or {}).get("git_commit")
         info["warmstart"]["data_source"] = (meta.get("data") or {}).get("source")
         info["warmstart"]["task"] = meta.get("model", {}).get("task", source.registry_name)
     else:

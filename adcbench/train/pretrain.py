@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from adcbench.core.cache import write_json_atomic
 from adcbench.core.params import parse_spec
-from adcbench.core.records import adcbench_version
+from adcbench.core.records import adcbench_version, code_state, provenance
 from adcbench.data.task import Task, get_task
 from adcbench.errors import ParamError, TrainingDivergedError
 from adcbench.model.backbones import build_backbone, file_sha256
@@ -99,6 +99,7 @@ def pretrain(
         return path
 
     runtime = set_threads(threads)
+    code_state()  # the commit of the code this process loaded, read now: commits may land for hours
     # Hours on a CPU: a killed pretraining resumes from its last checkpoint (unless `force`).
     resume = CheckpointFile(path.parent, f"{path.stem}.resume")
     if force:
@@ -143,6 +144,7 @@ def pretrain(
         },
         "threads": runtime["threads"],
         "runtime": runtime,
+        "provenance": provenance("cpu"),  # the code (git commit) that made these bits
         "command": pretrain_command(task, recipe, arch, threads=runtime["threads"]),
     }
     write_json_atomic(path.with_suffix(".json"), meta)
