@@ -154,3 +154,7 @@ def test_a_warm_start_resumes_only_at_the_thread_count_it_began_with(tmp_path, m
     path = pt.pretrain(Tiny(data=str(root)), threads=1, **kw)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["threads"] == 1 and meta["command"].endswith("--threads 1") and meta["steps"] == 8
+    # the finished checkpoint is the one-thread bits: asked for two, it is not handed out as them
+    with pytest.raises(ParamError, match=r"trained at 1 torch thread\(s\), not 2: omit --threads to use it"):
+        pt.pretrain(Tiny(data=str(root)), threads=2, **kw)
+    assert pt.pretrain(Tiny(data=str(root)), **kw) == path == pt.pretrain(Tiny(data=str(root)), threads=1, **kw)

@@ -96,6 +96,12 @@ def pretrain(
         recipe["max_steps"] = max_steps
     path = checkpoint_path(task, arch, recipe)
     if path.is_file() and path.with_suffix(".json").is_file() and not force:
+        made = (read_sidecar(path.with_suffix(".json")) or {}).get("threads")
+        if threads is not None and made != threads:  # asked for other bits than the cached ones
+            raise ParamError(
+                f"{path} was trained at {made or 'an unrecorded number of'} torch thread(s), not {threads}: "
+                "omit --threads to use it, or train it again with --force"
+            )
         return path
 
     runtime = set_threads(threads)
