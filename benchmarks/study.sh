@@ -13,9 +13,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 JOBS=${JOBS:-2}
-# The two warm starts, one after the other at two threads: --threads fixes their bits (the weights
-# depend on the thread count, docs/tasks.md), and on this 2-core machine two threads trained the
-# imagenette one in 15 min where one thread took 32.
+# The committed warm starts (results/warmstarts/: the weights and their sidecars with recipe, thread
+# count, commit and sha256) go into the cache first, checksums checked, so that every machine
+# fine-tunes the same bits: another CPU or thread count trains other ones (docs/tasks.md). `pretrain`
+# then finds them and trains nothing; a warm start already in the cache is kept, and a sweep refuses
+# to mix runs from one with another sha256 into the committed records.
+ws="${ADCBENCH_CACHE:-$HOME/.cache/adcbench}/warmstart"
+if [ -f results/warmstarts/SHA256SUMS ]; then
+  (cd results/warmstarts && sha256sum --quiet -c SHA256SUMS)
+  mkdir -p "$ws" && cp -n results/warmstarts/*.safetensors results/warmstarts/*.json "$ws/"
+fi
+# Without them (delete the folder to regenerate): both trained one after the other at two threads
+# (--threads fixes their bits; on this 2-core machine two threads trained the imagenette one in
+# 15 min where one thread took 32).
 adcbench pretrain --task cifar10 --data ../shared/data/cifar10-jpg --threads 2 --quiet
 adcbench pretrain --task imagenette:preset=cpu32 --data ../shared/data/imagenette2-224 --threads 2 --quiet
 for seed in 0 1 2; do
