@@ -98,3 +98,34 @@ def test_one_entry_trains_one_step(path: Path, monkeypatch) -> None:
         and record["method"] == Pipeline.from_spec(cfg.method).spec
     )
     assert record["model"]["arch"] == (cfg.arch or task.arch)
+
+
+def test_the_committed_warm_starts_are_the_ones_the_study_loads(tmp_path, monkeypatch):
+    """benchmarks/study.sh copies results/warmstarts/ into the cache so that every machine
+    fine-tunes the same bits: each of the study's `--init warmstart:TASK` must find its file there
+    under the name its recipe's key gives, with the sha256 that SHA256SUMS and the sidecar state,
+    made at the thread count and by the command that study.sh's `pretrain` line asks for."""
+    import hashlib
+    import json
+
+    import yaml
+
+    from adcbench.core.params import parse_spec
+    from adcbench.model.warmstart import checkpoint_path, warmstart_source
+
+    monkeypatch.setenv("ADCBENCH_CACHE", str(tmp_path))
+    root = Path(__file__).parents[1]
+    folder = root / "results" / "warmstarts"
+    sums = {
+        name: digest for digest, name in (line.split() for line in (folder / "SHA256SUMS").read_text().splitlines())
+    }
+    script = (root / "benchmarks" / "study.sh").read_text()
+    for entry in yaml.safe_load((root / "sweeps" / "study.yaml").read_text())["tasks"]:
+        [(name, params)] = parse_spec(entry["task"])
+        source = warmstart_source(get_task(name)(**params), entry["init"])
+        weights = folder / checkpoint_path(source).name
+        meta = json.loads(weights.with_suffix(".json").read_text())
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == sums[weights.name] == meta["sha256"]
+        assert meta["threads"] == 2 and meta["provenance"]["git_commit"]
+        assert f"{meta['command']} --quiet" in script  # the line that would train it again
+    assert sorted(sums) == sorted(p.name for p in folder.glob("*.safetensors"))
