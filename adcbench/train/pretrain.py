@@ -201,8 +201,8 @@ def _save(
 ) -> None:
     if every and steps % every == 0:
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng_state(), "steps": steps}
-        state.update(stream=batches.state(), elapsed=time.time() - start, threads=threads)
-        resume.save(state, {"step": steps, "threads": threads})
+        state.update(stream=batches.state(), elapsed=time.time() - start)
+        resume.save(state, {"step": steps, "threads": threads})  # the sidecar: read before any data loads
 
 
 def _check_resume_threads(resume: CheckpointFile, threads: int) -> None:
