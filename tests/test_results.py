@@ -1,4 +1,5 @@
 import os
+import subprocess
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_provenance_names_the_code_the_process_loaded_not_a_later_commit(monkeyp
     their records."""
     from adcbench.core import records
 
-    heads = iter(["aaaa", "", "bbbb", " M adcbench/x.py"])  # rev-parse, status; then a later commit
+    heads = iter(["", "aaaa", " M adcbench/x.py", "bbbb"])  # status, rev-parse; then a later commit
     monkeypatch.setattr(records, "_git", lambda root, *args: next(heads))
     records.code_state.cache_clear()
     try:
@@ -65,3 +66,26 @@ def test_provenance_names_the_code_the_process_loaded_not_a_later_commit(monkeyp
     finally:
         records.code_state.cache_clear()
     assert (first["git_commit"], first["git_dirty"]) == (later["git_commit"], later["git_dirty"]) == ("aaaa", False)
+
+
+def test_a_checkout_is_dirty_when_code_changes_not_when_results_land(tmp_path):
+    """A study appends records to the tracked results/ between its sweeps: that must not mark the
+    next sweep's records as run from modified code, while any other tracked change must."""
+    from adcbench.core.records import checkout_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "toy.jsonl").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    commit, dirty = checkout_state(tmp_path)
+    assert len(commit or "") == 40 and not dirty
+    (tmp_path / "results" / "toy.jsonl").write_text("{}\n{}\n")
+    (tmp_path / "untracked.py").write_text("")
+    assert checkout_state(tmp_path)[1] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert checkout_state(tmp_path)[1] is True

@@ -56,7 +56,7 @@ def toy_records() -> list[dict]:
 
 
 def build(tmp_path: Path, records: list[dict]) -> str:
-    (tmp_path / "res").mkdir()
+    (tmp_path / "res").mkdir(exist_ok=True)
     (tmp_path / "res" / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write_leaderboard(tmp_path / "res", tmp_path / "lb.md", None)
     return (tmp_path / "lb.md").read_text()
@@ -102,3 +102,46 @@ def test_run_facts(tmp_path: Path) -> None:
     assert "`wall_s`); 1.00 CPU-hours (the sum of `cpu_s` of the 9 runs that record it)." in md
     assert "- Initialisation: `warmstart:other` (15 runs); `scratch` (3 runs)." in md
     assert "- Data: toy images." in md
+
+
+def warm(r: dict, sha: str) -> dict:
+    """`r` as a run fine-tuned from the warm start with sha256 `sha`, timed, two runs at a time."""
+    r["model"] = {"init": "warmstart:other", "sha256": sha, "warmstart": {"task": "other", "threads": 2}}
+    r.update(cpu_s=1200.0, wall_s=2400.0, runtime={"concurrent_runs": 2})
+    return r
+
+
+def test_study_budget_counts_runs_machine_share_and_the_warm_starts_used(tmp_path: Path, capsys) -> None:
+    scratch = record("none", 0, 0.3, 1000, init="scratch")
+    scratch.update(cpu_s=1200.0, wall_s=2400.0, runtime={"concurrent_runs": 2})
+    digits = {**record("none", 0, 0.9, 1000, init="scratch"), "task": "digits", "config_hash": "d"}
+    digits.update(cpu_s=36000.0, wall_s=36000.0)  # no warm-started run on its task: not the study
+    records = [warm(record("none", 0, 0.9, 1000), "a" * 64), warm(record("adc:xi=0.01", 0, 0.7, 10), "a" * 64)]
+    folder = tmp_path / "res" / "warmstarts"
+    folder.mkdir(parents=True)
+    (folder / "other-vit.json").write_text(json.dumps({"sha256": "a" * 64, "train_seconds": 1800.0, "threads": 2}))
+    (folder / "unused.json").write_text(json.dumps({"sha256": "b" * 64, "train_seconds": 9e5, "threads": 2}))
+    (folder / "broken.json").write_text("{not json")
+    md = build(tmp_path, records + [scratch, digits])
+    assert "broken.json: not a warm-start sidecar" in capsys.readouterr().err
+    section = md.split("## The real-image study\n", 1)[1].split("\n## ", 1)[0]
+    assert "- toy: 3 runs of 3 configurations, seeds 0, on Toy CPU, 2 cores, device cpu." in section
+    # 3 runs x 1200 CPU-s = 1.00 CPU-hour; 3 x 2400 s wall, two at a time = 1.00 hour of the machine.
+    assert "- Runs: 1.00 CPU-hours (the sum of `cpu_s`); 1.00 hours of the machine" in section
+    assert "- Warm start other-vit.json: 30.0 min at 2 threads, sha256 aaaaaaaaaaaa." in section
+    assert "unused" not in section
+    # 1.00 + 0.5 h x 2 threads = 2.00 CPU-hours; 1.00 + 0.50 = 1.50 hours of the machine.
+    assert "- In all: 2.00 CPU-hours (warm starts counted as time × threads" in section
+    assert "1.50 hours of the machine; within the study's target of 8 CPU-hours on 2 cores." in section
+    over = [warm(record("none", s, 0.9, 1000), "c" * 64) for s in range(3)]
+    for r in over:
+        r["cpu_s"] = 10000.0
+    (tmp_path / "over").mkdir()
+    md = build(tmp_path / "over", over)
+    assert "seeds 0-2" in md and "8.33 CPU-hours" in md and "; over the study's target" in md
+    assert "1 warm start(s) the runs used have no sidecar here: not counted." in md
+
+
+def test_no_study_section_without_warm_started_runs(tmp_path: Path) -> None:
+    md = build(tmp_path, [r for r in toy_records() if r["model"]["init"] == "scratch"])
+    assert "## The real-image study" not in md

@@ -67,8 +67,14 @@ def code_state() -> tuple[str | None, bool]:
     """The checkout's commit and whether it had local changes, read once per process (at its first
     record, just after the code was imported): a long sweep's workers keep running the code they
     loaded while commits land, and their records must name that code, not the newest commit."""
-    root = Path(__file__).resolve().parents[2]  # the checkout: adcbench/core/records.py
-    return _git(root, "rev-parse", "HEAD"), bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+    return checkout_state(Path(__file__).resolve().parents[2])  # the checkout: adcbench/core/records.py
+
+
+def checkout_state(root: Path) -> tuple[str | None, bool]:
+    """`root`'s commit and whether a tracked file outside `results/` differs from it. Records and
+    warm starts land in `results/` while a study runs; they are outputs, not the code that ran."""
+    changed = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return _git(root, "rev-parse", "HEAD"), bool(changed)
 
 
 def cpu_name() -> str:

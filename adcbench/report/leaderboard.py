@@ -11,7 +11,7 @@ import pandas as pd
 
 from adcbench.core.records import read_records
 from adcbench.report import plots
-from adcbench.report.studyinfo import claims, run_info
+from adcbench.report.studyinfo import claims, run_info, study_budget, warmstart_sidecars
 from adcbench.report.tables import (
     TARGET_FRACTIONS,
     budgets_for,
@@ -58,12 +58,14 @@ def write_leaderboard(
     hist = history_table(records, runs)
     names = ", ".join(f"`{s}`" for s in sources)
     lines = ["# Leaderboard", "", INTRO.format(sources=names)]
+    kept = _kept(records, runs)
+    lines += study_budget(kept, warmstart_sidecars(sources))
     for task in sorted(summary["task"].unique()) if len(summary) else []:
         lines += _task_section(
             task,
             summary[summary["task"] == task],
             hist[hist["task"] == task],
-            records,
+            [r for r in kept if r.get("task") == task],
             runs[runs["task"] == task],
             Path(out_md),
             plots_dir,
@@ -102,16 +104,18 @@ def _task_section(
         lines.append("")
     if plots_dir is not None:
         lines += _plots(task, s, hist, records, runs, out_md, Path(plots_dir))
-    kept = set(zip(runs["config_hash"], runs["seed"], runs["created"]))
-    lines += run_info(
-        [
-            r
-            for r in records
-            if r.get("task") == task
-            and (record_hash(r), r.get("seed"), (r.get("provenance") or {}).get("created", "")) in kept
-        ]
-    )
+    lines += run_info(records)
     return lines
+
+
+def _kept(records: list[dict[str, Any]], runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """The records the tables use: completed, and the newest of a configuration and seed."""
+    if not len(runs):
+        return []
+    kept = set(zip(runs["config_hash"], runs["seed"], runs["created"]))
+    return [
+        r for r in records if (record_hash(r), r.get("seed"), (r.get("provenance") or {}).get("created", "")) in kept
+    ]
 
 
 def _main_table(s: pd.DataFrame) -> list[str]:

@@ -3,9 +3,12 @@ its numbers compare with the paper's claims: both computed from the records, nev
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,6 +20,72 @@ PAPER_NEAR_BASE = "within -0.5 to +0.3 points of Base at ξ = 0.4-0.5 on all fou
 PAPER_GAP_AT_01 = "5.4 points below Base on CIFAR-100/DeiT-T (5.2 to 7.8 over its four panels)"
 LOW_BAND = (0.005, 0.02)  # "xi ~ 0.01" in measured xi
 MID_BAND = (0.07, 0.14)  # "xi ~ 0.1"
+# The real-image study's target (issue 14): the whole study, warm starts included, on a 2-core CPU.
+STUDY_TARGET_CPU_HOURS = 8.0
+
+
+def warmstart_sidecars(sources: list[Path]) -> list[dict[str, Any]]:
+    """The committed warm starts' sidecars (`<results>/warmstarts/*.json`): their training time is
+    part of the study's cost. An unreadable one is reported on stderr and left out."""
+    found = []
+    for src in sources:
+        folder = (src if src.is_dir() else src.parent) / "warmstarts"
+        for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                meta = json.loads(f.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                print(f"adcbench: warning: {f}: not a warm-start sidecar ({exc}); left out", file=sys.stderr)
+                continue
+            if isinstance(meta, dict) and meta.get("sha256"):
+                found.append({**meta, "_file": str(f)})
+    return found
+
+
+def study_budget(records: list[dict[str, Any]], sidecars: list[dict[str, Any]]) -> list[str]:
+    """`## The real-image study`: what the tasks with warm-started runs cost, measured: the runs'
+    CPU time and their share of the machine, plus the training of the warm starts they used."""
+    tasks = sorted({r["task"] for r in records if (r.get("model") or {}).get("warmstart")})
+    runs = [r for r in records if r.get("task") in tasks]
+    if not runs:
+        return []
+    cpu_h = sum(float(r.get("cpu_s") or 0) for r in runs) / 3600
+    # Runs that shared the machine (a sweep's --jobs) each held it for wall_s / concurrent_runs.
+    machine_h = sum(float(r.get("wall_s") or 0) / _concurrent(r) for r in runs) / 3600
+    used = {(r.get("model") or {}).get("sha256") for r in runs}
+    starts = sorted((m for m in sidecars if m["sha256"] in used), key=lambda m: m["_file"])
+    ws_h = sum(float(m.get("train_seconds") or 0) for m in starts) / 3600
+    ws_cpu_h = sum(float(m.get("train_seconds") or 0) * int(m.get("threads") or 1) for m in starts) / 3600
+    untimed = sum(1 for r in runs if r.get("cpu_s") is None)
+    total = cpu_h + ws_cpu_h
+    verdict = "within" if total <= STUDY_TARGET_CPU_HOURS else "over"
+    seeds = sorted({int(r["seed"]) for r in runs})
+    lines = [
+        "## The real-image study",
+        "",
+        f"- {', '.join(tasks)}: {len(runs)} runs of {len({(r['task'], r.get('config_hash')) for r in runs})} "
+        f"configurations, seeds {_ranges(seeds)}, on {_counted(_hardware(r) for r in runs)}.",
+        f"- Runs: {cpu_h:.2f} CPU-hours (the sum of `cpu_s`"
+        + (f"; {untimed} runs record none)" if untimed else ")")
+        + f"; {machine_h:.2f} hours of the machine (each run's `wall_s` over the runs sharing it).",
+    ]
+    for m in starts:
+        lines.append(
+            f"- Warm start {Path(m['_file']).name}: {float(m.get('train_seconds') or 0) / 60:.1f} min at "
+            f"{m.get('threads', '?')} threads, sha256 {m['sha256'][:12]}."
+        )
+    missing = len({u for u in used if u}) - len(starts)
+    lines += [
+        f"- In all: {total:.2f} CPU-hours (warm starts counted as time × threads, an upper bound: their "
+        f"sidecars record wall time only), {machine_h + ws_h:.2f} hours of the machine; "
+        f"{verdict} the study's target of {STUDY_TARGET_CPU_HOURS:g} CPU-hours on 2 cores."
+        + (f" {missing} warm start(s) the runs used have no sidecar here: not counted." if missing else ""),
+        "",
+    ]
+    return lines
+
+
+def _concurrent(r: dict[str, Any]) -> int:
+    return max(1, int((r.get("runtime") or {}).get("concurrent_runs") or 1))
 
 
 def run_info(records: list[dict[str, Any]]) -> list[str]:
