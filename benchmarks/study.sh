@@ -2,11 +2,11 @@
 # The real-image study (sweeps/study.yaml) end to end, resumable at every level: the two warm
 # starts (checkpointed every 200 steps), then the sweep one seed at a time (so whatever has
 # finished is a whole seed of every configuration), then the leaderboard. Run it again after an
-# interruption: finished warm starts and runs are skipped, killed ones resume. With seed 0 comes
-# sweeps/study-extra.yaml (four newer methods, one seed); each seed also runs
-# sweeps/study-codecs.yaml (the entropy-coded bottleneck) where CompressAI is installed (docs/methods.md:
-# pip install -e ".[codecs]" && pip install --no-deps compressai==1.2.8), otherwise that file is
-# skipped with a message.
+# interruption: finished warm starts and runs are skipped, killed ones resume. After the three seeds
+# come sweeps/study-codecs.yaml (the entropy-coded bottleneck, three seeds) where CompressAI is
+# installed (docs/methods.md: pip install -e ".[codecs]" && pip install --no-deps compressai==1.2.8),
+# otherwise that file is skipped with a message, and sweeps/study-extra.yaml (four newer methods,
+# one seed).
 #   bash benchmarks/study.sh            # the warm starts, then the sweep, on 2 CPU cores
 # JOBS=1 runs one run at a time (default 2: one per core, one torch thread each).
 set -euo pipefail
@@ -28,17 +28,17 @@ fi
 # 15 min where one thread took 32).
 adcbench pretrain --task cifar10 --data ../shared/data/cifar10-jpg --threads 2 --quiet
 adcbench pretrain --task imagenette:preset=cpu32 --data ../shared/data/imagenette2-224 --threads 2 --quiet
+# The families every leaderboard section needs, at three seeds, come first; the entropy-coded
+# bottleneck (three seeds) and the newer methods (one seed) after them.
 for seed in 0 1 2; do
   start=$(date +%s)
   adcbench sweep sweeps/study.yaml --seeds "$seed" --jobs "$JOBS" --threads 1 --quiet --out results
-  if [ "$seed" = 0 ]; then
-    adcbench sweep sweeps/study-extra.yaml --jobs "$JOBS" --threads 1 --quiet --out results
-  fi
-  if python -c "import compressai" 2>/dev/null; then
-    adcbench sweep sweeps/study-codecs.yaml --seeds "$seed" --jobs "$JOBS" --threads 1 --quiet --out results
-  else
-    echo "study: compressai is not installed: sweeps/study-codecs.yaml skipped (docs/methods.md: pip install -e \".[codecs]\" && pip install --no-deps compressai==1.2.8)"
-  fi
   echo "study: seed $seed took $(( $(date +%s) - start )) s"
 done
+if python -c "import compressai" 2>/dev/null; then
+  adcbench sweep sweeps/study-codecs.yaml --seeds 0,1,2 --jobs "$JOBS" --threads 1 --quiet --out results
+else
+  echo "study: compressai is not installed: sweeps/study-codecs.yaml skipped (docs/methods.md: pip install -e \".[codecs]\" && pip install --no-deps compressai==1.2.8)"
+fi
+adcbench sweep sweeps/study-extra.yaml --jobs "$JOBS" --threads 1 --quiet --out results
 adcbench leaderboard
