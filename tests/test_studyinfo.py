@@ -132,14 +132,23 @@ def test_study_budget_counts_runs_machine_share_and_the_warm_starts_used(tmp_pat
     assert "unused" not in section
     # 1.00 + 0.5 h x 2 threads = 2.00 CPU-hours; 1.00 + 0.50 = 1.50 hours of the machine.
     assert "- In all: 2.00 CPU-hours (warm starts counted as time × threads" in section
-    assert "1.50 hours of the machine; within the study's target of 8 CPU-hours on 2 cores." in section
+    assert "1.50 hours of the machine; within the study's target of 8 CPU-hours on 2 cores read either way" in section
     over = [warm(record("none", s, 0.9, 1000), "c" * 64) for s in range(3)]
     for r in over:
         r["cpu_s"] = 10000.0
     (tmp_path / "over").mkdir()
     md = build(tmp_path / "over", over)
-    assert "seeds 0-2" in md and "8.33 CPU-hours" in md and "; over the study's target" in md
+    # 3 x 10000 CPU-s = 8.33 CPU-hours, but 3 x 2400 s two at a time = 1.00 hour of the machine.
+    assert "seeds 0-2" in md and "8.33 CPU-hours" in md
+    assert (
+        "within the study's target of 8 CPU-hours on 2 cores read as hours of the 2-core machine, over it read as CPU-hours"
+        in md
+    )
     assert "1 warm start(s) the runs used have no sidecar here: not counted." in md
+    for r in over:
+        r["wall_s"] = 20000.0  # 3 x 20000 s / 2 = 8.33 hours of the machine
+    (tmp_path / "over2").mkdir()
+    assert "; over the study's target of 8 CPU-hours on 2 cores read either way" in build(tmp_path / "over2", over)
 
 
 def test_no_study_section_without_warm_started_runs(tmp_path: Path) -> None:

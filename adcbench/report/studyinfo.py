@@ -56,8 +56,7 @@ def study_budget(records: list[dict[str, Any]], sidecars: list[dict[str, Any]]) 
     ws_h = sum(float(m.get("train_seconds") or 0) for m in starts) / 3600
     ws_cpu_h = sum(float(m.get("train_seconds") or 0) * int(m.get("threads") or 1) for m in starts) / 3600
     untimed = sum(1 for r in runs if r.get("cpu_s") is None)
-    total = cpu_h + ws_cpu_h
-    verdict = "within" if total <= STUDY_TARGET_CPU_HOURS else "over"
+    total, machine = cpu_h + ws_cpu_h, machine_h + ws_h
     seeds = sorted({int(r["seed"]) for r in runs})
     lines = [
         "## The real-image study",
@@ -76,12 +75,21 @@ def study_budget(records: list[dict[str, Any]], sidecars: list[dict[str, Any]]) 
     missing = len({u for u in used if u}) - len(starts)
     lines += [
         f"- In all: {total:.2f} CPU-hours (warm starts counted as time × threads, an upper bound: their "
-        f"sidecars record wall time only), {machine_h + ws_h:.2f} hours of the machine; "
-        f"{verdict} the study's target of {STUDY_TARGET_CPU_HOURS:g} CPU-hours on 2 cores."
+        f"sidecars record wall time only), {machine:.2f} hours of the machine; {_verdict(total, machine)}."
         + (f" {missing} warm start(s) the runs used have no sidecar here: not counted." if missing else ""),
         "",
     ]
     return lines
+
+
+def _verdict(cpu_h: float, machine_h: float) -> str:
+    """The target, "8 CPU-hours on 2 cores", read both ways: core-hours, or hours of the machine."""
+    target = f"the study's target of {STUDY_TARGET_CPU_HOURS:g} CPU-hours on 2 cores"
+    if cpu_h <= STUDY_TARGET_CPU_HOURS:
+        return f"within {target} read either way (CPU-hours or hours of the 2-core machine)"
+    if machine_h <= STUDY_TARGET_CPU_HOURS:
+        return f"within {target} read as hours of the 2-core machine, over it read as CPU-hours"
+    return f"over {target} read either way"
 
 
 def _concurrent(r: dict[str, Any]) -> int:
