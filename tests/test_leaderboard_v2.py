@@ -133,6 +133,29 @@ def test_headline_names_the_leader_margin_and_overlap() -> None:
     assert "intervals overlap" in headlines(eq)[0]
 
 
+def test_headline_names_configurations_tied_at_the_top_together() -> None:
+    """One algorithm under two names (adc-token, tokenprune) scores the same: neither "leads" the
+    other by +0.000; both lead, by their margin over the best configuration below them."""
+    eq = pd.DataFrame(
+        {
+            "method": ["tokenprune", "adc-token", "z"],
+            "config_hash": ["1", "2", "3"],
+            "budget": [1e6] * 3,
+            "reached": [3] * 3,
+            "seeds": [3] * 3,
+            "acc": [0.6, 0.6, 0.5],
+            "ci95": [0.01, 0.02, 0.01],
+        }
+    )
+    [line] = headlines(eq)
+    assert "`adc-token` and `tokenprune` lead together with 0.600, +0.100 over `z` (0.500)" in line
+    assert line.endswith("; the 95 % intervals do not overlap.")
+    eq.loc[0, "ci95"] = 0.2  # the wider interval of the two tied decides the overlap (named second)
+    assert headlines(eq)[0].endswith("; the 95 % intervals overlap.")
+    [line] = headlines(eq.iloc[:2])
+    assert line == "At 1 MB of training traffic, `adc-token` and `tokenprune` tie with 0.600."
+
+
 def test_headline_ranks_the_configurations_with_the_most_seeds() -> None:
     """A one-seed score above the three-seed leader is named as such, not made the leader."""
     eq = pd.DataFrame(

@@ -287,7 +287,9 @@ def headlines(eq: pd.DataFrame) -> list[str]:
     """Per budget: which configuration leads, by how much over the runner-up, and whether their 95 %
     intervals overlap. Computed, never written by hand. Leader and runner-up come from the
     configurations with the most seeds at that budget (a one-seed score is not a ranking); one
-    with fewer seeds that scored higher is named after them, as such."""
+    with fewer seeds that scored higher is named after them, as such. Configurations tied at the
+    top (to the three decimals shown, e.g. `adc-token` and `tokenprune`, one algorithm) lead
+    together, and the margin is over the best one below them."""
     lines = []
     for budget, g in eq.groupby("budget", sort=True):
         g = g[g["acc"].notna() & (g["reached"] == g["seeds"])].sort_values(["acc", "method"], ascending=[False, True])
@@ -296,23 +298,40 @@ def headlines(eq: pd.DataFrame) -> list[str]:
             ranked = g
         if len(ranked) < 2:
             continue
-        a, b = ranked.iloc[0], ranked.iloc[1]
-        ca = 0.0 if math.isnan(a["ci95"]) else a["ci95"]
-        cb = 0.0 if math.isnan(b["ci95"]) else b["ci95"]
-        overlap = a["acc"] - ca <= b["acc"] + cb
-        verdict = "the 95 % intervals overlap" if overlap else "the 95 % intervals do not overlap"
-        if math.isnan(a["ci95"]) or math.isnan(b["ci95"]):
-            verdict = "too few seeds for an interval"
-        line = (
-            f"At {_mb(budget)} of training traffic, `{a['method']}` leads with {a['acc']:.3f}, "
-            f"{a['acc'] - b['acc']:+.3f} over `{b['method']}` ({b['acc']:.3f}); {verdict}"
-        )
+        a = ranked.iloc[0]
+        tied = ranked[[round(x, 3) == round(a["acc"], 3) for x in ranked["acc"]]]
+        below = ranked.iloc[len(tied) :]
+        names = " and ".join(f"`{m}`" for m in tied["method"])
+        if not len(below):
+            line = f"At {_mb(budget)} of training traffic, {names} tie with {a['acc']:.3f}"
+        else:
+            b = below.iloc[0]
+            lead = f"{names} lead together" if len(tied) > 1 else f"{names} leads"
+            line = (
+                f"At {_mb(budget)} of training traffic, {lead} with {a['acc']:.3f}, "
+                f"{a['acc'] - b['acc']:+.3f} over `{b['method']}` ({b['acc']:.3f}); {_overlap_verdict(_widest(tied), b)}"
+            )
         above = g[(g["reached"] < a["reached"]) & (g["acc"] > a["acc"])]
         if len(above):
             c, n = above.iloc[0], int(above.iloc[0]["reached"])
             line += f" (`{c['method']}` scored {c['acc']:.3f} on {n} seed{'s' if n != 1 else ''} only)"
         lines.append(line + ".")
     return lines
+
+
+def _widest(tied: pd.DataFrame) -> pd.Series:
+    """Of configurations tied at the top, the one whose interval is widest (unknown counts as
+    widest): the overlap verdict must hold for each of them."""
+    return tied.iloc[int(tied["ci95"].fillna(float("inf")).to_numpy().argmax())]
+
+
+def _overlap_verdict(a: pd.Series, b: pd.Series) -> str:
+    """Whether `a`'s and `b`'s 95 % intervals overlap (`a` above `b`)."""
+    if math.isnan(a["ci95"]) or math.isnan(b["ci95"]):
+        return "too few seeds for an interval"
+    if a["acc"] - a["ci95"] <= b["acc"] + b["ci95"]:
+        return "the 95 % intervals overlap"
+    return "the 95 % intervals do not overlap"
 
 
 def _mb(nbytes: float) -> str:
