@@ -154,3 +154,29 @@ def test_study_budget_counts_runs_machine_share_and_the_warm_starts_used(tmp_pat
 def test_no_study_section_without_warm_started_runs(tmp_path: Path) -> None:
     md = build(tmp_path, [r for r in toy_records() if r["model"]["init"] == "scratch"])
     assert "## The real-image study" not in md
+
+
+def test_study_budget_states_the_target_families_without_the_additions(tmp_path: Path) -> None:
+    """Runs of methods the target was not set for (here `tome`, `fedlite+quant`) are in the total,
+    and a second line costs the issue's families alone, compositions of them included."""
+    sha = "d" * 64
+    core = [warm(record(m, 0, 0.8, 100), sha) for m in ("none", "adc:xi=0.1+quant:bits=8", "c3sl:R=8")]
+    extra = [warm(record(m, 0, 0.8, 100), sha) for m in ("tome:xi=0.05", "fedlite:l=2+quant")]
+    for r in extra:
+        r["cpu_s"] = 36000.0  # 10 CPU-hours each: the total is over the target, the core is not
+    folder = tmp_path / "res" / "warmstarts"
+    folder.mkdir(parents=True)
+    (folder / "ws.json").write_text(json.dumps({"sha256": sha, "train_seconds": 3600.0, "threads": 2}))
+    md = build(tmp_path, core + extra)
+    section = md.split("## The real-image study\n", 1)[1].split("\n## ", 1)[0]
+    # All: 3 x 1200 + 2 x 36000 CPU-s = 21.00 CPU-hours + 2 for the warm start = 23.00.
+    assert "- In all: 23.00 CPU-hours" in section
+    assert "over it read as CPU-hours" in section.split("- In all:", 1)[1].split("\n")[0]
+    # Core: 3 x 1200 CPU-s = 1.00 + 2.00; 3 x 2400 s two at a time = 1.00 hour + 1.00 warm start.
+    assert (
+        "- Without the 2 runs of families the target was not set for (`fedlite+quant`, `tome`): "
+        "3.00 CPU-hours, 2.00 hours of the machine, warm starts included; within the study's target "
+        "of 8 CPU-hours on 2 cores read either way (CPU-hours or hours of the 2-core machine)." in section
+    )
+    (tmp_path / "core").mkdir()
+    assert "Without the" not in build(tmp_path / "core", core)  # nothing to leave out: no second line
