@@ -36,3 +36,27 @@ def test_the_committed_leaderboard_regenerates_from_the_committed_results(tmp_pa
     assert (tmp_path / "leaderboard.md").read_text() == without_images(committed)
     images = [m.group(1) for line in committed.splitlines() if (m := IMAGE.match(line))]
     assert images and all((ROOT / p).is_file() for p in images)
+
+
+def test_the_committed_study_covers_every_family_at_four_points_and_three_seeds() -> None:
+    """Issue 14's coverage, read off the committed records: on both real-image tasks, each family of
+    STUDY_FAMILIES (but `none`, which has no operating point) and the two compositions at >= 4
+    points with >= 3 completed warm-started seeds each, `none` from the other task's warm start and
+    from scratch, and the warm start trained on the other dataset."""
+    from collections import defaultdict
+
+    from adcbench.core.records import read_records
+    from adcbench.report.plots import family
+    from adcbench.report.studyinfo import STUDY_FAMILIES
+
+    for task, source in (("cifar10", "imagenette"), ("imagenette", "cifar10")):
+        seeds: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for r in read_records(ROOT / "results" / f"{task}.jsonl", warn=False):
+            if r["status"] == "completed" and r["task"] == task:
+                seeds[(r["method"], r["model"]["init"])].add(r["seed"])
+        warm = {m for (m, init), s in seeds.items() if init.startswith(f"warmstart:{source}") and len(s) >= 3}
+        assert ("none", "scratch") in seeds and len(seeds[("none", "scratch")]) >= 3, task
+        assert "none" in warm, task
+        for fam in [f for f in STUDY_FAMILIES if f != "none"] + ["adc+quant", "topk+quant"]:
+            points = sorted(m for m in warm if family(m) == fam)
+            assert len(points) >= 4, f"{task}: {fam} at {points}"
