@@ -7,9 +7,13 @@ twice gives identical files: test_leaderboard_v2.py)."""
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from pathlib import Path
 
+from adcbench.core.records import read_records
 from adcbench.report.leaderboard import write_leaderboard
+from adcbench.report.plots import family
+from adcbench.report.studyinfo import STUDY_FAMILIES
 
 ROOT = Path(__file__).parents[1]
 IMAGE = re.compile(r"^!\[[^\]]*\]\(([^)]+)\)$")
@@ -43,12 +47,6 @@ def test_the_committed_study_covers_every_family_at_four_points_and_three_seeds(
     STUDY_FAMILIES (but `none`, which has no operating point) and the two compositions at >= 4
     points with >= 3 completed warm-started seeds each, `none` from the other task's warm start and
     from scratch, and the warm start trained on the other dataset."""
-    from collections import defaultdict
-
-    from adcbench.core.records import read_records
-    from adcbench.report.plots import family
-    from adcbench.report.studyinfo import STUDY_FAMILIES
-
     for task, source in (("cifar10", "imagenette"), ("imagenette", "cifar10")):
         seeds: dict[tuple[str, str], set[int]] = defaultdict(set)
         for r in read_records(ROOT / "results" / f"{task}.jsonl", warn=False):
@@ -65,8 +63,6 @@ def test_the_committed_study_covers_every_family_at_four_points_and_three_seeds(
 def test_every_committed_record_ran_at_a_clean_commit() -> None:
     """A record from a tree with uncommitted edits names no code that regenerates it (the sweep's
     own appends to results/ do not count: tests/test_results.py)."""
-    from adcbench.core.records import read_records
-
     files = sorted((ROOT / "results").glob("*.jsonl"))
     assert files
     for f in files:
